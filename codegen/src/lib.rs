@@ -1,0 +1,1 @@
+//! lpuc-codegen (see ARCHITECTURE.md).

@@ -1,0 +1,1 @@
+//! GGUF container reader (placeholder until the GGUF work lands).

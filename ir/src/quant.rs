@@ -1,0 +1,1 @@
+//! GGUF block formats: reference quantizers and dequantizers (placeholder until the GGUF work lands).

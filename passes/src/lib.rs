@@ -1,0 +1,1 @@
+//! lpuc-passes (see ARCHITECTURE.md).

@@ -1,0 +1,1 @@
+//! lpuc-runtime (see ARCHITECTURE.md).

@@ -1,0 +1,1 @@
+//! lpuc-targets (see ARCHITECTURE.md).
