@@ -1,1 +1,5 @@
 //! lpuc-runtime (see ARCHITECTURE.md).
+
+pub mod chat;
+pub mod sampler;
+pub mod tokenizer;
