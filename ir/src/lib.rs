@@ -19,6 +19,7 @@
 
 pub mod artifact;
 pub mod builder;
+pub mod dot;
 pub mod dtype;
 pub mod gguf;
 pub mod graph;
