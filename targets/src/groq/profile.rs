@@ -387,7 +387,14 @@ fn syntax_error(text: &str, origin: &str, e: &toml::de::Error) -> ProfileError {
         }
         None => (None, None),
     };
-    let message = e.message().trim().to_string();
+    // toml puts "expected ..." on a second line; keep the error to one line.
+    let message = e
+        .message()
+        .trim()
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ");
     // Where in the document the error is: the deepest key whose key or value contains it.
     let at = span.as_ref().and_then(|r| path_at(text, r));
     // serde names missing/unknown fields in backticks; qualify them with the table.
@@ -396,6 +403,8 @@ fn syntax_error(text: &str, origin: &str, e: &toml::de::Error) -> ProfileError {
         .nth(1)
         .filter(|_| message.starts_with("missing field") || message.starts_with("unknown field"));
     let field = match (named, at) {
+        // An unknown key's span is the key itself, so `at` may already end with it.
+        (Some(name), Some(at)) if at == name || at.ends_with(&format!(".{name}")) => Some(at),
         (Some(name), Some(table)) if !table.is_empty() => Some(format!("{table}.{name}")),
         (Some(name), _) => Some(name.to_string()),
         (None, Some(path)) if !path.is_empty() => Some(path),
