@@ -66,6 +66,22 @@
 //! MXM int8 737.28 TOPS (409,600 MACs × 2 × 900 MHz), fp16 ¼ of that; SRAM 220 MiB and
 //! 56,320 B/cycle; full-chip weight install 39 cycles; one C2C hop 216 cycles.
 //!
+//! # Example
+//!
+//! ```
+//! use lpuc_targets::groq::{cost, MachineModel, MatmulShape, MxmDtype};
+//!
+//! let m = MachineModel::v1();
+//! // One token of an 8192×8192 int8 projection on all four planes: install-bound.
+//! let gemv = cost::mxm_matmul(&m, MatmulShape { m: 1, k: 8192, n: 8192 }, MxmDtype::Int8, 4)?;
+//! assert_eq!(gemv.tiles_per_plane, 182);
+//! let us = m.seconds(gemv.cost.latency) * 1e6;
+//! assert!(us > 7.0 && us < 8.5, "{us} µs");
+//! // The same table `lpuc sim --machine` prints:
+//! assert!(lpuc_targets::groq::report::render(&m).contains("737.28 TOPS"));
+//! # Ok::<(), lpuc_targets::groq::CostError>(())
+//! ```
+//!
 //! Phase 2 (lowering, scheduler, partitioner, simulator over the IR) builds on this and
 //! must not add numbers that bypass the profile.
 
