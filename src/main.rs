@@ -1,4 +1,50 @@
-//! The `lpuc` command line: argument parsing only; every command calls into the crates.
-fn main() {
-    println!("lpuc");
+//! The `lpuc` command line. Argument parsing and printing only: every command calls into the
+//! crates (`lpuc-ir`, `lpuc-passes`, `lpuc-runtime`, `lpuc-targets`).
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "lpuc",
+    version,
+    about = "A compiler for LLaMA-family models: CPU (LLVM JIT) and Groq LPU (static schedule + simulator)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a model graph from a preset (shapes only, or random weights).
+    Build(cmd::build::Args),
+    /// Parse and verify an .ir file; print a one-line summary.
+    Verify(cmd::verify::Args),
+    /// Print an .ir file in canonical form.
+    Fmt(cmd::fmt::Args),
+    /// Write a Graphviz rendering of an .ir file.
+    Dot(cmd::dot::Args),
+    /// Run an .ir file on the reference interpreter and print the top logits.
+    Eval(cmd::eval::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Command::Build(a) => cmd::build::run(a),
+        Command::Verify(a) => cmd::verify::run(a),
+        Command::Fmt(a) => cmd::fmt::run(a),
+        Command::Dot(a) => cmd::dot::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            cmd::report(e);
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,21 @@
+use clap::Args as ClapArgs;
+use std::path::PathBuf;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// The .ir file.
+    file: PathBuf,
+    /// Write here instead of stdout.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+pub fn run(a: Args) -> super::CliResult {
+    let g = super::load_graph(&a.file)?;
+    let t = lpuc_ir::text::print(&g);
+    super::write_out(
+        a.output.as_deref().unwrap_or(std::path::Path::new("-")),
+        t.as_bytes(),
+    )?;
+    Ok(())
+}
