@@ -1,5 +1,5 @@
 //! Minimal reader for the metadata (key/value) section of a GGUF file,
-//! enough to build a [`VocabData`]. It reads only the header, never tensors.
+//! enough to build a [`VocabData`](super::VocabData). It reads only the header, never tensors.
 //!
 //! Stop-gap until the workspace GGUF reader (`lpuc_ir::gguf`) is available to
 //! this crate; it validates every length against the file size so a corrupt
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use super::{TokenizerError, VocabData};
+use super::TokenizerError;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Meta {
@@ -97,7 +97,7 @@ impl<R: Read> Rd<R> {
 }
 
 /// All metadata key/values of a GGUF file.
-pub(crate) fn read_metadata(path: &Path) -> Result<HashMap<String, Meta>, TokenizerError> {
+pub(crate) fn read_metadata(path: &Path) -> Result<MetaMap, TokenizerError> {
     let f = std::fs::File::open(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
     let len = f
         .metadata()
@@ -123,90 +123,69 @@ pub(crate) fn read_metadata(path: &Path) -> Result<HashMap<String, Meta>, Tokeni
         let v = r.value(ty, 0)?;
         kv.insert(key, v);
     }
-    Ok(kv)
+    Ok(MetaMap(kv))
 }
 
-fn as_u32(m: &Meta) -> Option<u32> {
-    match *m {
-        Meta::UInt(v) => u32::try_from(v).ok(),
-        Meta::Int(v) => u32::try_from(v).ok(),
-        _ => None,
+/// The metadata of a GGUF file as read by [`read_metadata`].
+pub(crate) struct MetaMap(pub HashMap<String, Meta>);
+
+impl super::VocabMetadata for MetaMap {
+    fn meta_str(&self, key: &str) -> Option<&str> {
+        match self.0.get(key) {
+            Some(Meta::Str(s)) => Some(s),
+            _ => None,
+        }
     }
-}
-
-/// Build [`VocabData`] from metadata key/values.
-pub(crate) fn vocab_from_meta(kv: &HashMap<String, Meta>) -> Result<VocabData, TokenizerError> {
-    let s = |k: &str| match kv.get(k) {
-        Some(Meta::Str(s)) => Some(s.clone()),
-        _ => None,
-    };
-    let u = |k: &str| kv.get(k).and_then(as_u32);
-    let b = |k: &str| match kv.get(k) {
-        Some(Meta::Bool(b)) => Some(*b),
-        _ => None,
-    };
-    let arr = |k: &str| match kv.get(k) {
-        Some(Meta::Arr(a)) => Some(a),
-        _ => None,
-    };
-    let model = s("tokenizer.ggml.model").ok_or_else(|| bad("no tokenizer.ggml.model"))?;
-    let tokens = arr("tokenizer.ggml.tokens")
-        .ok_or_else(|| bad("no tokenizer.ggml.tokens"))?
-        .iter()
-        .map(|m| match m {
-            Meta::Str(s) => Ok(s.clone()),
-            _ => Err(bad("tokenizer.ggml.tokens holds a non-string")),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let token_types = match arr("tokenizer.ggml.token_type") {
-        Some(a) => a
-            .iter()
-            .map(|m| match *m {
-                Meta::Int(v) => Ok(v as i32),
-                Meta::UInt(v) => Ok(v as i32),
-                _ => Err(bad("tokenizer.ggml.token_type holds a non-integer")),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        None => Vec::new(),
-    };
-    let scores = match arr("tokenizer.ggml.scores") {
-        Some(a) => a
-            .iter()
-            .map(|m| match *m {
-                Meta::Float(v) => Ok(v as f32),
-                Meta::Int(v) => Ok(v as f32),
-                Meta::UInt(v) => Ok(v as f32),
-                _ => Err(bad("tokenizer.ggml.scores holds a non-number")),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        None => Vec::new(),
-    };
-    let merges = match arr("tokenizer.ggml.merges") {
-        Some(a) => a
-            .iter()
-            .map(|m| match m {
-                Meta::Str(s) => Ok(s.clone()),
-                _ => Err(bad("tokenizer.ggml.merges holds a non-string")),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        None => Vec::new(),
-    };
-    Ok(VocabData {
-        model,
-        pre: s("tokenizer.ggml.pre"),
-        tokens,
-        token_types,
-        scores,
-        merges,
-        bos: u("tokenizer.ggml.bos_token_id"),
-        eos: u("tokenizer.ggml.eos_token_id"),
-        eot: u("tokenizer.ggml.eot_token_id"),
-        eom: u("tokenizer.ggml.eom_token_id"),
-        unk: u("tokenizer.ggml.unknown_token_id"),
-        pad: u("tokenizer.ggml.padding_token_id"),
-        add_bos: b("tokenizer.ggml.add_bos_token"),
-        add_eos: b("tokenizer.ggml.add_eos_token"),
-        add_space_prefix: b("tokenizer.ggml.add_space_prefix"),
-        chat_template: s("tokenizer.chat_template"),
-    })
+    fn meta_u32(&self, key: &str) -> Option<u32> {
+        match *self.0.get(key)? {
+            Meta::UInt(v) => u32::try_from(v).ok(),
+            Meta::Int(v) => u32::try_from(v).ok(),
+            _ => None,
+        }
+    }
+    fn meta_bool(&self, key: &str) -> Option<bool> {
+        match self.0.get(key) {
+            Some(Meta::Bool(b)) => Some(*b),
+            _ => None,
+        }
+    }
+    fn meta_str_array(&self, key: &str) -> Option<Vec<&str>> {
+        match self.0.get(key) {
+            Some(Meta::Arr(a)) => a
+                .iter()
+                .map(|m| match m {
+                    Meta::Str(s) => Some(s.as_str()),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        }
+    }
+    fn meta_i32_array(&self, key: &str) -> Option<Vec<i32>> {
+        match self.0.get(key) {
+            Some(Meta::Arr(a)) => a
+                .iter()
+                .map(|m| match *m {
+                    Meta::Int(v) => i32::try_from(v).ok(),
+                    Meta::UInt(v) => i32::try_from(v).ok(),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        }
+    }
+    fn meta_f32_array(&self, key: &str) -> Option<Vec<f32>> {
+        match self.0.get(key) {
+            Some(Meta::Arr(a)) => a
+                .iter()
+                .map(|m| match *m {
+                    Meta::Float(v) => Some(v as f32),
+                    Meta::Int(v) => Some(v as f32),
+                    Meta::UInt(v) => Some(v as f32),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        }
+    }
 }

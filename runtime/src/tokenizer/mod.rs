@@ -241,10 +241,57 @@ fn parse_byte_token(text: &str) -> Option<u8> {
     u8::from_str_radix(hex, 16).ok()
 }
 
+/// Typed access to GGUF metadata, implemented by whatever GGUF reader the
+/// caller has. A key that is absent *or* of another type reads as `None`.
+pub trait VocabMetadata {
+    fn meta_str(&self, key: &str) -> Option<&str>;
+    fn meta_u32(&self, key: &str) -> Option<u32>;
+    fn meta_bool(&self, key: &str) -> Option<bool>;
+    fn meta_str_array(&self, key: &str) -> Option<Vec<&str>>;
+    fn meta_i32_array(&self, key: &str) -> Option<Vec<i32>>;
+    fn meta_f32_array(&self, key: &str) -> Option<Vec<f32>>;
+}
+
 impl VocabData {
     /// Read the tokenizer metadata of a GGUF file (header only).
     pub fn from_gguf_path(path: &std::path::Path) -> Result<Self, TokenizerError> {
-        gguf_meta::vocab_from_meta(&gguf_meta::read_metadata(path)?)
+        Self::from_metadata(&gguf_meta::read_metadata(path)?)
+    }
+
+    /// Collect the `tokenizer.*` keys of a GGUF file's metadata.
+    pub fn from_metadata(m: &dyn VocabMetadata) -> Result<Self, TokenizerError> {
+        let missing =
+            |k: &str| TokenizerError::Gguf(format!("{k} is missing or has the wrong type"));
+        let strings = |k: &str| {
+            m.meta_str_array(k)
+                .map(|v| v.into_iter().map(str::to_string).collect::<Vec<_>>())
+        };
+        Ok(VocabData {
+            model: m
+                .meta_str("tokenizer.ggml.model")
+                .ok_or_else(|| missing("tokenizer.ggml.model"))?
+                .to_string(),
+            pre: m.meta_str("tokenizer.ggml.pre").map(str::to_string),
+            tokens: strings("tokenizer.ggml.tokens")
+                .ok_or_else(|| missing("tokenizer.ggml.tokens"))?,
+            token_types: m
+                .meta_i32_array("tokenizer.ggml.token_type")
+                .unwrap_or_default(),
+            scores: m
+                .meta_f32_array("tokenizer.ggml.scores")
+                .unwrap_or_default(),
+            merges: strings("tokenizer.ggml.merges").unwrap_or_default(),
+            bos: m.meta_u32("tokenizer.ggml.bos_token_id"),
+            eos: m.meta_u32("tokenizer.ggml.eos_token_id"),
+            eot: m.meta_u32("tokenizer.ggml.eot_token_id"),
+            eom: m.meta_u32("tokenizer.ggml.eom_token_id"),
+            unk: m.meta_u32("tokenizer.ggml.unknown_token_id"),
+            pad: m.meta_u32("tokenizer.ggml.padding_token_id"),
+            add_bos: m.meta_bool("tokenizer.ggml.add_bos_token"),
+            add_eos: m.meta_bool("tokenizer.ggml.add_eos_token"),
+            add_space_prefix: m.meta_bool("tokenizer.ggml.add_space_prefix"),
+            chat_template: m.meta_str("tokenizer.chat_template").map(str::to_string),
+        })
     }
 }
 
@@ -252,6 +299,11 @@ impl Tokenizer {
     /// Load the tokenizer of a GGUF model file.
     pub fn from_gguf_path(path: &std::path::Path) -> Result<Self, TokenizerError> {
         Self::new(VocabData::from_gguf_path(path)?)
+    }
+
+    /// Build the tokenizer from GGUF metadata (see [`VocabMetadata`]).
+    pub fn from_metadata(m: &dyn VocabMetadata) -> Result<Self, TokenizerError> {
+        Self::new(VocabData::from_metadata(m)?)
     }
 
     /// Build a tokenizer from vocabulary data, applying llama.cpp's defaults
