@@ -256,3 +256,10 @@ fn stream_decoder_with_tokens() {
     assert_eq!(StreamDecoder::new(false).push(&tok, im_end), "");
     assert_eq!(StreamDecoder::new(true).push(&tok, im_end), "<|im_end|>");
 }
+
+#[test]
+fn tokenizer_and_decoder_are_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Tokenizer>();
+    assert_send_sync::<StreamDecoder>();
+}
