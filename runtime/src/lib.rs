@@ -1,1 +1,4 @@
-//! lpuc-runtime (see ARCHITECTURE.md).
+//! `lpuc-runtime`: runs compiled programs. Weights (mmap), KV cache, threads; the tokenizer,
+//! the sampler and the generation loop; fetching the default model.
+
+pub mod fetch;
