@@ -133,11 +133,26 @@ mod tests {
     #[test]
     fn gguf_block_sizes() {
         // ggml's type_traits: blck_size / type_size.
-        assert_eq!((DType::Q4_0.block_elems(), DType::Q4_0.block_bytes()), (32, 18));
-        assert_eq!((DType::Q4_1.block_elems(), DType::Q4_1.block_bytes()), (32, 20));
-        assert_eq!((DType::Q8_0.block_elems(), DType::Q8_0.block_bytes()), (32, 34));
-        assert_eq!((DType::Q4K.block_elems(), DType::Q4K.block_bytes()), (256, 144));
-        assert_eq!((DType::Q6K.block_elems(), DType::Q6K.block_bytes()), (256, 210));
+        assert_eq!(
+            (DType::Q4_0.block_elems(), DType::Q4_0.block_bytes()),
+            (32, 18)
+        );
+        assert_eq!(
+            (DType::Q4_1.block_elems(), DType::Q4_1.block_bytes()),
+            (32, 20)
+        );
+        assert_eq!(
+            (DType::Q8_0.block_elems(), DType::Q8_0.block_bytes()),
+            (32, 34)
+        );
+        assert_eq!(
+            (DType::Q4K.block_elems(), DType::Q4K.block_bytes()),
+            (256, 144)
+        );
+        assert_eq!(
+            (DType::Q6K.block_elems(), DType::Q6K.block_bytes()),
+            (256, 210)
+        );
         assert_eq!(DType::Q4_1.bytes_for(576), Some(18 * 20));
         assert_eq!(DType::Q4_1.bytes_for(33), None);
         assert!((DType::Q4_0.bits_per_elem() - 4.5).abs() < 1e-9);
