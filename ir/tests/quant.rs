@@ -199,8 +199,8 @@ fn dequant_q8_0_hand_block() {
     let mut b = f16::from_f32(0.125).to_le_bytes().to_vec();
     b.extend((0..32i32).map(|j| ((j - 16) * 8) as i8 as u8));
     let y = deq(DType::Q8_0, &b);
-    for j in 0..32 {
-        assert_eq!(y[j], (j as f32 - 16.0));
+    for (j, &v) in y.iter().enumerate() {
+        assert_eq!(v, j as f32 - 16.0);
     }
 }
 

@@ -541,10 +541,9 @@ pub(super) fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
     // --- Data section -------------------------------------------------------------------
     // The data section starts at the next multiple of the alignment after the infos.
     let end_of_infos = cur.pos as u64;
-    let data_offset = end_of_infos
-        .div_ceil(alignment)
-        .checked_mul(alignment)
-        .unwrap_or(u64::MAX);
+    // Saturating: an end so close to u64::MAX is impossible for a real buffer, and a
+    // saturated start then fails the bounds check below instead of wrapping.
+    let data_offset = end_of_infos.div_ceil(alignment).saturating_mul(alignment);
     for ((t, &rel), &info_at) in tensors.iter_mut().zip(&rel_offsets).zip(&info_offsets) {
         let start = data_offset.checked_add(rel);
         match start.and_then(|s| s.checked_add(t.size)) {
