@@ -921,3 +921,61 @@ proptest! {
         let _ = parse_and_touch(b);
     }
 }
+
+/// Writes the fuzz seed corpus (`fuzz/seeds/gguf_parse/`). Run by hand after changing the
+/// writer: `cargo test -p lpuc-ir --test gguf -- --ignored write_fuzz_seeds`.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/gguf_parse");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut seeds: Vec<(&str, Vec<u8>)> = vec![("sample.gguf", sample().to_bytes())];
+    let mut w = sample();
+    w.set_version(2);
+    seeds.push(("sample_v2.gguf", w.to_bytes()));
+    let mut w = GgufWriter::new();
+    w.add_metadata("general.alignment", MetaValue::U32(64))
+        .add_metadata("b", MetaValue::Bool(false))
+        .add_metadata("i", MetaValue::I64(-7))
+        .add_metadata(
+            "nested",
+            MetaValue::Array(MetaArray::Array(vec![
+                MetaArray::I32(vec![1]),
+                MetaArray::Bool(vec![true]),
+                MetaArray::Str(["q"].into_iter().collect()),
+            ])),
+        );
+    let x = ramp(256, 1.0);
+    w.add_tensor("q4k", &[256], DType::Q4K, vec![0x5Au8; 144])
+        .add_tensor("q6k", &[256], DType::Q6K, vec![0xA5u8; 210])
+        .add_tensor(
+            "q4_0",
+            &[32, 2],
+            DType::Q4_0,
+            quant::quantize(DType::Q4_0, &x[..64]).unwrap(),
+        )
+        .add_tensor(
+            "f16",
+            &[4, 2],
+            DType::F16,
+            quant::quantize(DType::F16, &x[..8]).unwrap(),
+        )
+        .add_tensor(
+            "bf16",
+            &[8],
+            DType::BF16,
+            quant::quantize(DType::BF16, &x[..8]).unwrap(),
+        )
+        .add_tensor("i8", &[2, 2, 2, 2], DType::I8, vec![1u8; 16])
+        .add_tensor("i32", &[3], DType::I32, vec![2u8; 12])
+        .add_tensor("scalar", &[], DType::F32, 1.0f32.to_le_bytes());
+    seeds.push(("all_dtypes.gguf", w.to_bytes()));
+    for (name, bytes) in seeds {
+        GgufFile::from_bytes(bytes.clone()).unwrap();
+        assert!(
+            bytes.len() <= 4096,
+            "{name} exceeds libFuzzer's default max_len"
+        );
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
