@@ -147,9 +147,20 @@ fn writer_round_trip_every_value_type() {
     assert_eq!(f.get_i32_array("t.arr.u16"), Some(vec![9]));
     assert_eq!(f.get_i32_array("t.arr.u64"), None); // 2^40 does not fit i32
     assert_eq!(f.get_f32_array("t.arr.f64"), Some(vec![2.5]));
-    assert_eq!(f.get_str_vec("t.arr.str"), Some(vec![]));
+    assert_eq!(f.get_str_array("t.arr.str"), Some(vec![]));
     assert_eq!(f.get("missing"), None);
+    let packed = f.get_str_array_packed("t.arr.nested");
+    assert!(packed.is_none()); // an array of arrays is not a string array
     assert_eq!(f.get("t.arr.i32").unwrap().type_name(), "array of i32");
+}
+
+#[test]
+fn str_array_is_packed_and_indexable() {
+    let a: StrArray = ["<s>", "", "ß", "ab"].into_iter().collect();
+    assert_eq!((a.len(), a.data_len()), (4, 7));
+    assert_eq!((&a[0], &a[1], &a[2]), ("<s>", "", "ß"));
+    assert_eq!(a.get(4), None);
+    assert_eq!((&a).into_iter().collect::<Vec<_>>(), ["<s>", "", "ß", "ab"]);
 }
 
 #[test]
@@ -158,7 +169,7 @@ fn tensors_round_trip_zero_copy() {
     let f = GgufFile::from_bytes(bytes.clone()).unwrap();
     assert_eq!(f.architecture(), Some("llama"));
     assert_eq!(
-        f.get_str_vec("tokenizer.ggml.tokens"),
+        f.get_str_array("tokenizer.ggml.tokens"),
         Some(vec!["<s>", "a", "ß"])
     );
     assert_eq!(

@@ -48,7 +48,9 @@ fn real_model_smollm2_135m_q4_1_header_metadata_and_tensors() {
     assert_eq!(f.get_u32("tokenizer.ggml.bos_token_id"), Some(1));
     assert_eq!(f.get_u32("tokenizer.ggml.eos_token_id"), Some(2));
 
-    let tokens = f.get_str_array("tokenizer.ggml.tokens").expect("tokens");
+    let tokens = f
+        .get_str_array_packed("tokenizer.ggml.tokens")
+        .expect("tokens");
     assert_eq!(tokens.len(), 49152);
     assert_eq!(tokens.get(0), Some("<|endoftext|>"));
     assert_eq!(tokens.get(2), Some("<|im_end|>"));
@@ -58,7 +60,7 @@ fn real_model_smollm2_135m_q4_1_header_metadata_and_tensors() {
             .map(|v| v.len()),
         Some(49152)
     );
-    let merges = f.get_str_vec("tokenizer.ggml.merges").expect("merges");
+    let merges = f.get_str_array("tokenizer.ggml.merges").expect("merges");
     assert_eq!((merges.len(), merges[0]), (48900, "Ġ t"));
 
     // token_embd + 30 blocks x 9 + output_norm.

@@ -209,14 +209,14 @@ impl GgufFile {
         self.get(key)?.as_array()
     }
 
-    /// A string array without copying the strings (e.g. `tokenizer.ggml.tokens`).
-    pub fn get_str_array(&self, key: &str) -> Option<&StrArray> {
-        self.get_array(key)?.as_str_array()
+    /// A string array as borrowed strings (e.g. `tokenizer.ggml.tokens`, `merges`).
+    pub fn get_str_array(&self, key: &str) -> Option<Vec<&str>> {
+        Some(self.get_str_array_packed(key)?.iter().collect())
     }
 
-    /// A string array as a vector of borrowed strings.
-    pub fn get_str_vec(&self, key: &str) -> Option<Vec<&str>> {
-        Some(self.get_str_array(key)?.iter().collect())
+    /// A string array in its packed form, without building a vector.
+    pub fn get_str_array_packed(&self, key: &str) -> Option<&StrArray> {
+        self.get_array(key)?.as_str_array()
     }
 
     /// An integer array of any element type whose values all fit i32

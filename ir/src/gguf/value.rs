@@ -130,6 +130,27 @@ impl StrArray {
     }
 }
 
+impl std::ops::Index<usize> for StrArray {
+    type Output = str;
+
+    /// Panics on an out-of-range index, like slice indexing.
+    fn index(&self, i: usize) -> &str {
+        match self.get(i) {
+            Some(s) => s,
+            None => panic!("StrArray index {i} out of range (len {})", self.len()),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a StrArray {
+    type Item = &'a str;
+    type IntoIter = Box<dyn ExactSizeIterator<Item = &'a str> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
 impl<'a> FromIterator<&'a str> for StrArray {
     fn from_iter<I: IntoIterator<Item = &'a str>>(iter: I) -> Self {
         let mut a = StrArray::new();
