@@ -263,3 +263,20 @@ fn tokenizer_and_decoder_are_shareable_across_threads() {
     assert_send_sync::<Tokenizer>();
     assert_send_sync::<StreamDecoder>();
 }
+
+#[test]
+fn unreadable_gguf_is_an_error_not_a_panic() {
+    let dir = std::env::temp_dir().join(format!("lpuc-tok-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let p = dir.join("not-a-model.gguf");
+    std::fs::write(&p, b"GGUF\x03\x00\x00\x00garbage").expect("write");
+    assert!(matches!(
+        Tokenizer::from_gguf_path(&p),
+        Err(TokenizerError::Gguf(_))
+    ));
+    assert!(matches!(
+        Tokenizer::from_gguf_path(&dir.join("missing.gguf")),
+        Err(TokenizerError::Gguf(_))
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
