@@ -207,7 +207,8 @@ fn ascii_members(cat: u16) -> &'static str {
         Flags::NUMBER => r"\x30-\x39",
         Flags::LETTER => r"\x41-\x5A\x61-\x7A",
         Flags::PUNCTUATION => r"\x21-\x23\x25-\x2A\x2C-\x2F\x3A-\x3B\x3F-\x40\x5B-\x5D\x5F\x7B\x7D",
-        Flags::SYMBOL => r"\x24\x2B\x3C-\x3E\x5E\x60\x7C",
+        // `~` joined the list in later llama.cpp (it is Sm in Unicode).
+        Flags::SYMBOL => r"\x24\x2B\x3C-\x3E\x5E\x60\x7C\x7E",
         _ => "",
     }
 }
