@@ -248,6 +248,12 @@ pub struct GgufWeights {
     shapes: HashMap<String, (usize, Vec<u64>)>,
 }
 
+impl std::fmt::Debug for GgufWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GgufWeights({} tensors)", self.shapes.len())
+    }
+}
+
 impl GgufWeights {
     pub fn new(file: GgufFile) -> GgufWeights {
         let shapes = file
