@@ -29,6 +29,10 @@ enum Command {
     Dot(cmd::dot::Args),
     /// Run an .ir file on the reference interpreter and print the top logits.
     Eval(cmd::eval::Args),
+    /// Run a pass pipeline on an .ir file (the target's default pipeline without --passes).
+    Opt(cmd::opt::Args),
+    /// List the passes (`lpuc passes --list`).
+    Passes(cmd::passes::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,8 @@ fn main() -> ExitCode {
         Command::Fmt(a) => cmd::fmt::run(a),
         Command::Dot(a) => cmd::dot::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Opt(a) => cmd::opt::run(a),
+        Command::Passes(a) => cmd::passes::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,8 @@ pub mod build;
 pub mod dot;
 pub mod eval;
 pub mod fmt;
+pub mod opt;
+pub mod passes;
 pub mod verify;
 
 use lpuc_ir::text::SourceError;
