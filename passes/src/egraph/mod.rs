@@ -432,6 +432,12 @@ fn instantiate(
                 g.remove(v);
             }
         }
+        // a constant leaf (causal_mask) the rewrite no longer reads
+        for (j, &l) in isl.leaves.iter().enumerate() {
+            if isl.const_leaf[j] && g.contains(l) && g.num_uses(l) == 0 {
+                g.remove(l);
+            }
+        }
     }
     changed
 }
