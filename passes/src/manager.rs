@@ -137,6 +137,15 @@ impl PassManager {
         })
     }
 
+    /// Appends a pass that is not in the registry (tests, embedders).
+    pub fn push(&mut self, pass: Box<dyn Pass>) {
+        self.specs.push(PassSpec {
+            name: pass.name().to_string(),
+            options: vec![],
+        });
+        self.passes.push(pass);
+    }
+
     /// The target's default pipeline.
     pub fn default_for(target: TargetKind) -> PassManager {
         PassManager::parse(default_pipeline(target), target)
