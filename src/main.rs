@@ -33,6 +33,8 @@ enum Command {
     Opt(cmd::opt::Args),
     /// List the passes (`lpuc passes --list`).
     Passes(cmd::passes::Args),
+    /// Fetch the default model (SmolLM2-135M-Instruct Q4_1) into the cache.
+    Fetch(cmd::fetch::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Opt(a) => cmd::opt::run(a),
         Command::Passes(a) => cmd::passes::run(a),
+        Command::Fetch(a) => cmd::fetch::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,1 +1,7 @@
-//! lpuc-runtime (see ARCHITECTURE.md).
+//! `lpuc-runtime`: runs compiled programs. Weights (mmap), KV cache, threads; the tokenizer,
+//! the sampler and the generation loop; fetching the default model.
+
+pub mod chat;
+pub mod fetch;
+pub mod sampler;
+pub mod tokenizer;

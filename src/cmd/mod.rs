@@ -3,6 +3,7 @@
 pub mod build;
 pub mod dot;
 pub mod eval;
+pub mod fetch;
 pub mod fmt;
 pub mod opt;
 pub mod passes;

@@ -1,1 +1,3 @@
 //! lpuc-targets (see ARCHITECTURE.md).
+
+pub mod groq;
