@@ -431,3 +431,41 @@ fn smollm2_random_weights_logits_match() {
     let d = logits_delta(&g0, &g, 3, &[&[1, 17, 230, 4000, 12], &[77]]);
     eprintln!("smollm2-135m random weights, cpu default pipeline: max |Δ logits| = {d:e}");
 }
+
+/// The real SmolLM2-135M-Instruct (Q4_1 GGUF) through the default CPU pipeline: the same
+/// logits before and after on the reference interpreter (prefill, then decode steps).
+/// Skipped, with a note, when the model file is not in the cache.
+#[test]
+fn smollm2_gguf_model_logits_match_after_the_default_pipeline() {
+    let path = lpuc_runtime::fetch::default_model_path();
+    if !path.exists() {
+        eprintln!("skipped: {} is not there (`lpuc fetch` downloads it)", path.display());
+        return;
+    }
+    let file = lpuc_ir::gguf::GgufFile::open(&path).expect("opens");
+    let opts = lpuc_ir::import::ImportOptions {
+        max_ctx: Some(256),
+        all_logits: false,
+    };
+    let (g0, _) = lpuc_ir::import::import_gguf(&file, &path, &opts).expect("imports");
+    let mut g = g0.clone();
+    let r = run(&mut g, None, TargetKind::Cpu);
+    assert_done(&g, 30, &r);
+    let store = lpuc_ir::import::GgufWeights::new(file);
+    let mut ia = Interpreter::new(&g0, &store).expect("interp");
+    let mut ib = Interpreter::new(&g, &store).expect("interp");
+    let mut worst = 0f32;
+    for toks in [&[1u32, 9690, 28, 314, 253][..], &[2830], &[28]] {
+        let la = ia.run_tokens(toks).expect("before");
+        let lb = ib.run_tokens(toks).expect("after");
+        let scale = la.data.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let (d, i) = max_abs_diff(&la.data, &lb.data);
+        assert!(d <= 2e-4 * scale, "logit {i} differs by {d} (max |logit| {scale})");
+        let argmax = |t: &lpuc_ir::interp::Tensor| {
+            t.data.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i)
+        };
+        assert_eq!(argmax(&la), argmax(&lb));
+        worst = worst.max(d);
+    }
+    eprintln!("SmolLM2-135M-Instruct Q4_1 GGUF, cpu default pipeline: max |Δ logits| = {worst:e}");
+}
