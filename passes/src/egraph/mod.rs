@@ -450,3 +450,65 @@ pub fn op_histogram(g: &Graph) -> BTreeMap<&'static str, i64> {
     }
     h
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::{TargetKind, TileTarget};
+    use lpuc_ir::builder::{build_llama, LlamaConfig};
+    use lpuc_ir::graph::WeightSource;
+
+    fn graph(name: &str) -> Graph {
+        build_llama(&LlamaConfig::preset(name).unwrap(), WeightSource::None).unwrap()
+    }
+
+    fn total_cost(g: &Graph, m: &CostModel) -> f64 {
+        g.values()
+            .into_iter()
+            .filter(|v| island::is_member(g, *v))
+            .map(|v| {
+                let ops = g.operands(v);
+                let tys: Vec<&TensorType> = ops.iter().map(|o| g.ty(*o)).collect();
+                m.op_cost(g.op(v), g.ty(v), &tys)
+            })
+            .sum()
+    }
+
+    #[test]
+    fn identical_blocks_share_one_island_key() {
+        let g = graph("llama3-70b");
+        let isl = island::partition(&g);
+        let mut keys: Vec<&str> = isl.iter().map(|i| i.key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(isl.len(), 81, "80 blocks and the embedding");
+        assert!(keys.len() <= 3, "{} distinct island shapes", keys.len());
+        assert!(
+            isl.iter().all(|i| i.nodes.len() < 80),
+            "islands stay block-sized"
+        );
+    }
+
+    #[test]
+    fn every_rule_set_lowers_the_cost_on_both_targets() {
+        for t in [TargetKind::Cpu, TargetKind::Groq] {
+            let m = CostModel::for_target(&TileTarget::of(t));
+            let mut g = graph("tiny");
+            for set in [
+                rules::algebra(),
+                rules::dequant_fusion(),
+                rules::norm(),
+                rules::swiglu(),
+                rules::attention(64),
+            ] {
+                let before = total_cost(&g, &m);
+                let out = run_rules(&mut g, &set, &m);
+                assert!(out.limit_hits.is_empty(), "{:?}", out.limit_hits);
+                g.dead_code_elim();
+                let after = total_cost(&g, &m);
+                assert!(after <= before, "{t}: {before} -> {after}");
+                assert_eq!(after < before, out.changed > 0);
+            }
+        }
+    }
+}
