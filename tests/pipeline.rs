@@ -342,6 +342,21 @@ fn print_ir_after_change_prints_only_changing_passes() {
         "canonicalize changes nothing on the builder's graph"
     );
     assert!(log.starts_with("// -----// IR Dump After fuse-swiglu (#2) //----- //\ngraph \"tiny\""));
+
+    let mut g = preset("tiny", WeightSource::None);
+    let mut pm = PassManager::parse("canonicalize,dce,cse", TargetKind::Cpu).expect("parses");
+    pm.set_print_ir_after(vec!["dce".into()]).expect("known pass");
+    let mut log = Vec::new();
+    pm.run(&mut g, &mut log).expect("runs");
+    let log = String::from_utf8(log).expect("utf8");
+    assert_eq!(log.matches("IR Dump After").count(), 1);
+    assert!(log.starts_with("// -----// IR Dump After dce (#2) //----- //"));
+
+    let mut pm = PassManager::parse("canonicalize,dce,cse", TargetKind::Cpu).expect("parses");
+    pm.instruments.print_ir_after_all = true;
+    let mut log = Vec::new();
+    pm.run(&mut g, &mut log).expect("runs");
+    assert_eq!(String::from_utf8(log).expect("utf8").matches("IR Dump After").count(), 3);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -439,7 +454,10 @@ fn smollm2_random_weights_logits_match() {
 fn smollm2_gguf_model_logits_match_after_the_default_pipeline() {
     let path = lpuc_runtime::fetch::default_model_path();
     if !path.exists() {
-        eprintln!("skipped: {} is not there (`lpuc fetch` downloads it)", path.display());
+        eprintln!(
+            "skipped: {} is not there (`lpuc fetch` downloads it)",
+            path.display()
+        );
         return;
     }
     let file = lpuc_ir::gguf::GgufFile::open(&path).expect("opens");
@@ -460,9 +478,16 @@ fn smollm2_gguf_model_logits_match_after_the_default_pipeline() {
         let lb = ib.run_tokens(toks).expect("after");
         let scale = la.data.iter().fold(0f32, |m, x| m.max(x.abs()));
         let (d, i) = max_abs_diff(&la.data, &lb.data);
-        assert!(d <= 2e-4 * scale, "logit {i} differs by {d} (max |logit| {scale})");
+        assert!(
+            d <= 2e-4 * scale,
+            "logit {i} differs by {d} (max |logit| {scale})"
+        );
         let argmax = |t: &lpuc_ir::interp::Tensor| {
-            t.data.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i)
+            t.data
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
         };
         assert_eq!(argmax(&la), argmax(&lb));
         worst = worst.max(d);
