@@ -6,6 +6,8 @@ pub mod eval;
 pub mod fetch;
 pub mod fmt;
 pub mod import;
+pub mod opt;
+pub mod passes;
 pub mod run;
 pub mod tokenize;
 pub mod verify;
