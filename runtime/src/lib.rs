@@ -2,3 +2,4 @@
 //! the sampler and the generation loop; fetching the default model.
 
 pub mod fetch;
+pub mod jit;
