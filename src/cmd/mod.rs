@@ -5,6 +5,9 @@ pub mod dot;
 pub mod eval;
 pub mod fetch;
 pub mod fmt;
+pub mod import;
+pub mod run;
+pub mod tokenize;
 pub mod verify;
 
 use lpuc_ir::text::SourceError;
