@@ -20,7 +20,7 @@ use lpuc_ir::graph::Graph;
 use lpuc_ir::weights::WeightStore;
 
 use lower::{Act, Plan, Rows, Step};
-use pool::{share, Pool};
+use pool::Pool;
 
 /// 64-byte aligned, zero-initialised memory (large sizes come straight from `mmap`, so
 /// untouched pages cost no RSS — the KV caches rely on that).
@@ -152,9 +152,8 @@ impl<'w> JitForward<'w> {
             let gb = pack::packed_len(bits, pack::GROUP, pd.k);
             let base = out.ptr() as usize;
             let err = std::sync::Mutex::new(None);
-            pool.run(&|t| {
-                let (lo, hi) = share(groups, t, pool.threads());
-                // SAFETY: threads write disjoint group ranges of `out`.
+            pool.run(groups, 16, &|lo, hi| {
+                // SAFETY: chunks are disjoint group ranges of `out`.
                 let dst = unsafe {
                     std::slice::from_raw_parts_mut((base + lo * gb) as *mut u8, (hi - lo) * gb)
                 };
@@ -398,12 +397,8 @@ impl<'w> JitForward<'w> {
             return;
         }
         let nt = self.pool.threads();
-        self.pool.run(&|t| {
-            let (lo, hi) = share(n, t, nt);
-            if lo < hi {
-                f(lo, hi);
-            }
-        });
+        // Eight chunks per thread: small enough to rebalance around a descheduled thread.
+        self.pool.run(n, n.div_ceil(8 * nt), f);
     }
 
     fn step(&self, i: usize, s: usize, ids: &[i32]) -> Result<(), String> {
@@ -580,4 +575,27 @@ fn release_pages(bytes: &[u8]) {
             libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
         }
     }
+}
+
+impl crate::generate::Forward for JitForward<'_> {
+    fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
+        JitForward::forward(self, tokens)
+    }
+    fn reset(&mut self) {
+        JitForward::reset(self)
+    }
+    fn past(&self) -> u64 {
+        JitForward::past(self) as u64
+    }
+    fn capacity(&self) -> u64 {
+        JitForward::capacity(self) as u64
+    }
+    fn name(&self) -> &'static str {
+        "jit"
+    }
+}
+
+/// The default thread count: the machine's cores.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
