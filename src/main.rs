@@ -41,6 +41,8 @@ enum Command {
     Run(cmd::run::Args),
     /// Print a text's token ids (and pieces).
     Tokenize(cmd::tokenize::Args),
+    /// Measure prompt and generation throughput (llama-bench compatible).
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Import(a) => cmd::import::run(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Tokenize(a) => cmd::tokenize::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

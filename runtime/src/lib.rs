@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod fetch;
 pub mod generate;
+pub mod jit;
 pub mod model;
 pub mod npy;
 pub mod sampler;

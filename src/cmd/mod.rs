@@ -1,5 +1,6 @@
 //! One module per subcommand, plus the shared loading and error-reporting helpers.
 
+pub mod bench;
 pub mod build;
 pub mod dot;
 pub mod eval;

@@ -101,12 +101,14 @@ pub fn run(a: Args) -> super::CliResult {
         Backend::Interp => {
             Box::new(InterpForward::new(&model.graph, &model.weights).map_err(anyhow::Error::msg)?)
         }
-        Backend::Jit => {
-            return Err(anyhow::anyhow!(
-                "the JIT backend is not available in this build yet; use --backend interp"
+        Backend::Jit => Box::new(
+            lpuc_runtime::jit::JitForward::from_gguf(
+                &model.graph,
+                &model.weights,
+                a.threads.unwrap_or_else(lpuc_runtime::jit::default_threads),
             )
-            .into())
-        }
+            .map_err(anyhow::Error::msg)?,
+        ),
     };
     let seed = a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
