@@ -345,7 +345,8 @@ fn print_ir_after_change_prints_only_changing_passes() {
 
     let mut g = preset("tiny", WeightSource::None);
     let mut pm = PassManager::parse("canonicalize,dce,cse", TargetKind::Cpu).expect("parses");
-    pm.set_print_ir_after(vec!["dce".into()]).expect("known pass");
+    pm.set_print_ir_after(vec!["dce".into()])
+        .expect("known pass");
     let mut log = Vec::new();
     pm.run(&mut g, &mut log).expect("runs");
     let log = String::from_utf8(log).expect("utf8");
@@ -356,7 +357,13 @@ fn print_ir_after_change_prints_only_changing_passes() {
     pm.instruments.print_ir_after_all = true;
     let mut log = Vec::new();
     pm.run(&mut g, &mut log).expect("runs");
-    assert_eq!(String::from_utf8(log).expect("utf8").matches("IR Dump After").count(), 3);
+    assert_eq!(
+        String::from_utf8(log)
+            .expect("utf8")
+            .matches("IR Dump After")
+            .count(),
+        3
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -436,9 +443,8 @@ fn cli_opt_runs_and_reports_errors() {
 }
 
 /// SmolLM2-135M shapes with random weights through the default pipeline on the reference
-/// interpreter (slow: run with `--release -- --ignored`).
+/// interpreter (about 20 s in a debug build, a few in release).
 #[test]
-#[ignore]
 fn smollm2_random_weights_logits_match() {
     let g0 = preset("smollm2-135m", WeightSource::Random { seed: 3 });
     let mut g = g0.clone();
