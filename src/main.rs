@@ -35,6 +35,14 @@ enum Command {
     Passes(cmd::passes::Args),
     /// Fetch the default model (SmolLM2-135M-Instruct Q4_1) into the cache.
     Fetch(cmd::fetch::Args),
+    /// Import a GGUF model as an .ir program (weights referenced by name).
+    Import(cmd::import::Args),
+    /// Generate text on the CPU (llama.cpp-style flags).
+    Run(cmd::run::Args),
+    /// Print a text's token ids (and pieces).
+    Tokenize(cmd::tokenize::Args),
+    /// Measure prompt and generation throughput (llama-bench compatible).
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +56,10 @@ fn main() -> ExitCode {
         Command::Opt(a) => cmd::opt::run(a),
         Command::Passes(a) => cmd::passes::run(a),
         Command::Fetch(a) => cmd::fetch::run(a),
+        Command::Import(a) => cmd::import::run(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Tokenize(a) => cmd::tokenize::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,7 +14,17 @@ fn main() {
     println!("GGUF v{}, {} tensors", f.version(), f.tensors().len());
     for (k, v) in f.metadata() {
         let s = format!("{v:?}");
-        println!("{k} = {}", if s.len() > 120 { format!("{}…", &s[..s.char_indices().nth(120).map_or(s.len(), |c| c.0)]) } else { s });
+        println!(
+            "{k} = {}",
+            if s.len() > 120 {
+                format!(
+                    "{}…",
+                    &s[..s.char_indices().nth(120).map_or(s.len(), |c| c.0)]
+                )
+            } else {
+                s
+            }
+        );
     }
     for t in f.tensors().iter().take(12) {
         println!("{} {} {:?} @{}", t.name, t.dtype, t.shape(), t.offset);

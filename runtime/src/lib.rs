@@ -1,7 +1,12 @@
-//! `lpuc-runtime`: runs compiled programs. Weights (mmap), KV cache, threads; the tokenizer,
-//! the sampler and the generation loop; fetching the default model.
+//! `lpuc-runtime`: runs compiled programs. Model loading (`model`), the default-model fetch
+//! (`fetch`), the tokenizer, sampler and chat templates, and the generation loop over any
+//! [`generate::Forward`] backend.
 
 pub mod chat;
 pub mod fetch;
+pub mod generate;
+pub mod jit;
+pub mod model;
+pub mod npy;
 pub mod sampler;
 pub mod tokenizer;

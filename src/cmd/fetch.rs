@@ -14,7 +14,12 @@ pub fn run(a: Args) -> super::CliResult {
     if a.quiet {
         println!("{}", p.display());
     } else {
-        println!("{} ({} bytes, sha256 {})", p.display(), fetch::DEFAULT_MODEL.size, fetch::DEFAULT_MODEL.sha256);
+        println!(
+            "{} ({} bytes, sha256 {})",
+            p.display(),
+            fetch::DEFAULT_MODEL.size,
+            fetch::DEFAULT_MODEL.sha256
+        );
     }
     Ok(())
 }

@@ -1,12 +1,16 @@
 //! One module per subcommand, plus the shared loading and error-reporting helpers.
 
+pub mod bench;
 pub mod build;
 pub mod dot;
 pub mod eval;
 pub mod fetch;
 pub mod fmt;
+pub mod import;
 pub mod opt;
 pub mod passes;
+pub mod run;
+pub mod tokenize;
 pub mod verify;
 
 use lpuc_ir::text::SourceError;

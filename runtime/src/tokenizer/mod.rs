@@ -232,6 +232,11 @@ fn type_to_attr(t: i32) -> u32 {
     }
 }
 
+/// `s` up to its first NUL, as a C string reader sees it.
+fn until_nul(s: &str) -> &str {
+    s.find('\0').map_or(s, |i| &s[..i])
+}
+
 /// Byte value of a `<0xXX>` token text.
 fn parse_byte_token(text: &str) -> Option<u8> {
     let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
@@ -407,11 +412,13 @@ impl Tokenizer {
         let mut attrs = Vec::with_capacity(n);
         for (i, t) in v.tokens.iter().enumerate() {
             let id = i as u32;
-            // llama.cpp renames empty tokens so they can never match text.
+            // llama.cpp reads token texts as C strings (cut at the first NUL)
+            // and renames empty ones so they can never match text.
+            let t = until_nul(t);
             let text = if t.is_empty() {
                 format!("[EMPTY_{i}]")
             } else {
-                t.clone()
+                t.to_string()
             };
             if let Some(&first) = token_to_id.get(&text) {
                 return Err(TokenizerError::DuplicateToken {
@@ -441,8 +448,9 @@ impl Tokenizer {
                 // llama.cpp splits at the first space after byte 0 and keys on
                 // (left, right); "left right" is then the line itself. A line
                 // without a space becomes the pair ("", "").
+                let m = until_nul(m);
                 let key = if m.as_bytes().iter().skip(1).any(|&b| b == b' ') {
-                    m.clone()
+                    m.to_string()
                 } else {
                     " ".to_string()
                 };

@@ -24,6 +24,12 @@ pub const LLAMA3_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]
 /// LLaMA-3's regex as written in tokenizer.json.
 pub const LLAMA3_RE_ORIG: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN35_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const UFAKZEKA_RE: &str =
+    r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const MINICPM5_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}+| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const EXAONE_MOE_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?(?:\p{L}\p{M}*(?: \p{L}\p{M}*)*)+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]?|\s*[\r\n]|\s+(?!\S)|\s+";
+const JAIS2_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s{512}(?!\S)|\s{256}(?!\S)|\s{128}(?!\S)|\s{64}(?!\S)|\s{32}(?!\S)|\s{16}(?!\S)|\s{8}(?!\S)|\s{4}(?!\S)|\s{1,2}(?!\S)|\s{1}";
 const PORO_RE: &str = " ?[^(\\s|.,!?…。，、।۔،)]+";
 const DEEPSEEK3_MAIN_RE: &str = "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+";
 const TEKKEN_RE: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -64,7 +70,7 @@ pub fn pre_type_info(pre: Option<&str>) -> Option<PreTypeInfo> {
             "[0-9][0-9][0-9]",
         ]),
         "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
-        | "lfm2" => {
+        | "lfm2" | "jina-v5-nano" => {
             let mut i = info(vec![LLAMA3_RE]);
             i.ignore_merges = true;
             i.add_bos = true;
@@ -87,7 +93,7 @@ pub fn pre_type_info(pre: Option<&str>) -> Option<PreTypeInfo> {
             i.clean_spaces = false;
             i
         }
-        "deepseek-v3" => {
+        "deepseek-v3" | "hunyuan-dense" | "joyai-llm" | "hy_v4" => {
             let mut i = info(vec![r"\p{N}{1,3}", "[一-龥぀-ゟ゠-ヿ]+", DEEPSEEK3_MAIN_RE]);
             i.clean_spaces = false;
             i
@@ -110,7 +116,8 @@ pub fn pre_type_info(pre: Option<&str>) -> Option<PreTypeInfo> {
             i
         }
         "stablelm2" | "megrez" => info(vec![QWEN2_RE]),
-        "qwen2" | "deepseek-r1-qwen" | "hunyuan" | "kormo" => {
+        "qwen2" | "deepseek-r1-qwen" | "hunyuan" | "kormo" | "f2llmv2" | "grok-2"
+        | "solar-open" => {
             let mut i = info(vec![QWEN2_RE]);
             i.clean_spaces = false;
             i
@@ -133,11 +140,33 @@ pub fn pre_type_info(pre: Option<&str>) -> Option<PreTypeInfo> {
             i.add_bos = true;
             i
         }
-        "gpt-4o" | "llama4" => {
+        "gpt-4o" | "llama4" | "kanana2" | "talkie" | "minimax-m2" => {
             let mut i = info(vec![GPT4O_RE]);
             i.clean_spaces = false;
             i
         }
+        "qwen35" => {
+            let mut i = info(vec![QWEN35_RE]);
+            i.clean_spaces = false;
+            i
+        }
+        "ufakzeka" => {
+            let mut i = info(vec![UFAKZEKA_RE]);
+            i.clean_spaces = false;
+            i
+        }
+        "laguna" => {
+            let mut i = info(vec![r"[^\n]+|[\n]+", QWEN2_RE]);
+            i.clean_spaces = false;
+            i
+        }
+        "minicpm5" => {
+            let mut i = info(vec![r"\p{N}{1,3}", MINICPM5_RE]);
+            i.ignore_merges = true;
+            i
+        }
+        "exaone-moe" => info(vec![EXAONE_MOE_RE]),
+        "jais-2" => info(vec![JAIS2_RE]),
         "seed-coder" => {
             let mut i = info(vec![SEED_CODER_RE]);
             i.clean_spaces = false;
@@ -207,7 +236,8 @@ fn ascii_members(cat: u16) -> &'static str {
         Flags::NUMBER => r"\x30-\x39",
         Flags::LETTER => r"\x41-\x5A\x61-\x7A",
         Flags::PUNCTUATION => r"\x21-\x23\x25-\x2A\x2C-\x2F\x3A-\x3B\x3F-\x40\x5B-\x5D\x5F\x7B\x7D",
-        Flags::SYMBOL => r"\x24\x2B\x3C-\x3E\x5E\x60\x7C",
+        // `~` joined the list in later llama.cpp (it is Sm in Unicode).
+        Flags::SYMBOL => r"\x24\x2B\x3C-\x3E\x5E\x60\x7C\x7E",
         _ => "",
     }
 }
