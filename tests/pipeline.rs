@@ -29,26 +29,77 @@ fn count(g: &Graph, f: impl Fn(&Op) -> bool) -> usize {
     g.values().into_iter().filter(|v| f(g.op(*v))).count()
 }
 
-/// Logits of a prefill then decode steps; max |Δ| between two graphs.
-fn logits_delta(a: &Graph, b: &Graph, seed: u64, calls: &[&[u32]]) -> f32 {
-    let wa = lpuc_ir::weights::random_weights(a, seed).expect("weights");
-    let wb = lpuc_ir::weights::random_weights(b, seed).expect("weights");
-    let mut ia = Interpreter::new(a, &wa).expect("interp");
-    let mut ib = Interpreter::new(b, &wb).expect("interp");
-    let mut worst = 0f32;
+/// The default CPU pipeline without the one rewrite that changes numerics by more than
+/// rounding.
+const WITHOUT_DEQUANT_FUSION: &str =
+    "canonicalize,fold-rms-norm-scale,fuse-swiglu,flash-attention,cse,dce,tile{target=cpu},plan-buffers";
+
+/// How far the logits of two graphs may differ.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Tol {
+    /// Only f32 re-association: fused ops accumulate in f64 inside and skip one f32
+    /// rounding between ops. max |Δ| <= 2e-4 · max |logit|.
+    F32,
+    /// `qmatmul` against a block-quantized weight rounds its activations to q8_0 blocks
+    /// (each element within 2⁻⁸ of its block's max, see `Op::QMatmul`), and the rounding
+    /// compounds over the layers: ‖Δ‖₂ <= 8% ‖logits‖₂ (measured: 1.6% on tiny, 2.4% on
+    /// SmolLM2 shapes with random weights, 4.9% on the real SmolLM2 Q4_1 model).
+    Q8Activations,
+}
+
+/// Logits of a prefill then decode steps of two graphs on their weight stores; returns
+/// (max |Δ|, ‖Δ‖₂ / ‖ref‖₂) over all calls, asserting the tolerance.
+fn logits_delta_with(
+    a: &Graph,
+    wa: &dyn lpuc_ir::weights::WeightStore,
+    b: &Graph,
+    wb: &dyn lpuc_ir::weights::WeightStore,
+    calls: &[&[u32]],
+    tol: Tol,
+) -> (f32, f64) {
+    let mut ia = Interpreter::new(a, wa).expect("interp");
+    let mut ib = Interpreter::new(b, wb).expect("interp");
+    let (mut worst, mut worst_rel) = (0f32, 0f64);
     for toks in calls {
         let la = ia.run_tokens(toks).expect("runs before");
         let lb = ib.run_tokens(toks).expect("runs after");
         assert_eq!(la.shape, lb.shape);
         let scale = la.data.iter().fold(0f32, |m, x| m.max(x.abs()));
         let (d, i) = max_abs_diff(&la.data, &lb.data);
-        assert!(
-            d <= 2e-4 * scale,
-            "logit {i} differs by {d} (max |logit| {scale})"
-        );
+        let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|x| x * x).sum::<f64>().sqrt();
+        let rel = norm(&mut la.data.iter().zip(&lb.data).map(|(x, y)| f64::from(x - y)))
+            / norm(&mut la.data.iter().map(|x| f64::from(*x))).max(1e-30);
+        match tol {
+            Tol::F32 => assert!(
+                d <= 2e-4 * scale,
+                "logit {i} differs by {d} (max |logit| {scale})"
+            ),
+            Tol::Q8Activations => assert!(rel <= 0.08, "‖Δ‖/‖logits‖ = {rel} (max |Δ| {d} at {i})"),
+        }
         worst = worst.max(d);
+        worst_rel = worst_rel.max(rel);
     }
-    worst
+    (worst, worst_rel)
+}
+
+fn logits_delta(a: &Graph, b: &Graph, seed: u64, calls: &[&[u32]], tol: Tol) -> (f32, f64) {
+    let wa = lpuc_ir::weights::random_weights(a, seed).expect("weights");
+    let wb = lpuc_ir::weights::random_weights(b, seed).expect("weights");
+    logits_delta_with(a, &wa, b, &wb, calls, tol)
+}
+
+/// The numeric check of a pipeline, in two parts: every pass but `fuse-int4-dequant` is
+/// exact up to f32 re-association, and the whole pipeline (whose `qmatmul`s round their
+/// activations to q8_0, which can flip a rounding step wherever an earlier pass changed an
+/// ulp) agrees within activation-rounding noise.
+fn check_pipeline_numerics(g0: &Graph, g: &Graph, seed: u64, calls: &[&[u32]], what: &str) {
+    let mut rest = g0.clone();
+    run(&mut rest, Some(WITHOUT_DEQUANT_FUSION), TargetKind::Cpu);
+    let (dr, _) = logits_delta(g0, &rest, seed, calls, Tol::F32);
+    let (d, rel) = logits_delta(g0, g, seed, calls, Tol::Q8Activations);
+    eprintln!(
+        "{what}: without fuse-int4-dequant max |Δ logits| = {dr:e}; whole pipeline (q8 activations) max |Δ| {d:e}, ‖Δ‖/‖logits‖ {rel:.2e}"
+    );
 }
 
 #[test]
@@ -64,8 +115,13 @@ fn default_pipelines_keep_tiny_logits_prefill_and_decode() {
     for target in [TargetKind::Cpu, TargetKind::Groq] {
         let mut g = g0.clone();
         run(&mut g, None, target);
-        let d = logits_delta(&g0, &g, 1, &[&[1, 2, 3, 4, 5, 6, 7], &[8], &[9]]);
-        eprintln!("tiny, {target} default pipeline: max |Δ logits| = {d:e}");
+        check_pipeline_numerics(
+            &g0,
+            &g,
+            1,
+            &[&[1, 2, 3, 4, 5, 6, 7], &[8], &[9]],
+            &format!("tiny, {target} default pipeline"),
+        );
     }
     // all positions' logits, so every row of the prefill is compared
     let mut cfg = LlamaConfig::preset("tiny").expect("preset");
@@ -73,8 +129,13 @@ fn default_pipelines_keep_tiny_logits_prefill_and_decode() {
     let g0 = build_llama(&cfg, WeightSource::Random { seed: 5 }).expect("builds");
     let mut g = g0.clone();
     run(&mut g, None, TargetKind::Cpu);
-    let d = logits_delta(&g0, &g, 5, &[&[3, 1, 4, 1, 5, 9, 2, 6], &[5]]);
-    eprintln!("tiny (all logits), cpu default pipeline: max |Δ logits| = {d:e}");
+    check_pipeline_numerics(
+        &g0,
+        &g,
+        5,
+        &[&[3, 1, 4, 1, 5, 9, 2, 6], &[5]],
+        "tiny (all logits), cpu default pipeline",
+    );
 }
 
 /// The "done" invariants after a target's default pipeline.
@@ -443,15 +504,19 @@ fn cli_opt_runs_and_reports_errors() {
 }
 
 /// SmolLM2-135M shapes with random weights through the default pipeline on the reference
-/// interpreter (slow: run with `--release -- --ignored`).
+/// interpreter (about 20 s in a debug build, a few in release).
 #[test]
-#[ignore]
 fn smollm2_random_weights_logits_match() {
     let g0 = preset("smollm2-135m", WeightSource::Random { seed: 3 });
     let mut g = g0.clone();
     run(&mut g, None, TargetKind::Cpu);
-    let d = logits_delta(&g0, &g, 3, &[&[1, 17, 230, 4000, 12], &[77]]);
-    eprintln!("smollm2-135m random weights, cpu default pipeline: max |Δ logits| = {d:e}");
+    check_pipeline_numerics(
+        &g0,
+        &g,
+        3,
+        &[&[1, 17, 230, 4000, 12], &[77]],
+        "smollm2-135m random weights, cpu default pipeline",
+    );
 }
 
 /// The real SmolLM2-135M-Instruct (Q4_1 GGUF) through the default CPU pipeline: the same
@@ -477,27 +542,29 @@ fn smollm2_gguf_model_logits_match_after_the_default_pipeline() {
     let r = run(&mut g, None, TargetKind::Cpu);
     assert_done(&g, 30, &r);
     let store = lpuc_ir::import::GgufWeights::new(file);
+    let calls: [&[u32]; 3] = [&[1, 9690, 28, 314, 253], &[2830], &[28]];
+    let mut rest = g0.clone();
+    run(&mut rest, Some(WITHOUT_DEQUANT_FUSION), TargetKind::Cpu);
+    let (dr, _) = logits_delta_with(&g0, &store, &rest, &store, &calls, Tol::F32);
+    let (d, rel) = logits_delta_with(&g0, &store, &g, &store, &calls, Tol::Q8Activations);
+    // the model's next-token choice survives activation rounding
     let mut ia = Interpreter::new(&g0, &store).expect("interp");
     let mut ib = Interpreter::new(&g, &store).expect("interp");
-    let mut worst = 0f32;
-    for toks in [&[1u32, 9690, 28, 314, 253][..], &[2830], &[28]] {
-        let la = ia.run_tokens(toks).expect("before");
-        let lb = ib.run_tokens(toks).expect("after");
-        let scale = la.data.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let (d, i) = max_abs_diff(&la.data, &lb.data);
-        assert!(
-            d <= 2e-4 * scale,
-            "logit {i} differs by {d} (max |logit| {scale})"
+    let argmax = |t: &lpuc_ir::interp::Tensor| {
+        t.data
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+    };
+    for toks in calls {
+        let (la, lb) = (
+            ia.run_tokens(toks).expect("before"),
+            ib.run_tokens(toks).expect("after"),
         );
-        let argmax = |t: &lpuc_ir::interp::Tensor| {
-            t.data
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(i, _)| i)
-        };
-        assert_eq!(argmax(&la), argmax(&lb));
-        worst = worst.max(d);
+        assert_eq!(argmax(&la), argmax(&lb), "next token after {toks:?}");
     }
-    eprintln!("SmolLM2-135M-Instruct Q4_1 GGUF, cpu default pipeline: max |Δ logits| = {worst:e}");
+    eprintln!(
+        "SmolLM2-135M-Instruct Q4_1 GGUF: without fuse-int4-dequant max |Δ logits| = {dr:e}; whole cpu pipeline (q8 activations) max |Δ| {d:e}, ‖Δ‖/‖logits‖ {rel:.2e}"
+    );
 }

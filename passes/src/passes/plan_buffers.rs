@@ -354,7 +354,7 @@ pub fn plan(g: &Graph, bind: Bindings) -> Result<Plan, String> {
         by_start.sort_by_key(|b| (live[b].0, std::cmp::Reverse(p.size[b]), b.index()));
         for bufs in [by_size, by_start] {
             let (offs, peak) = place(&p, &live, &bufs);
-            if best.as_ref().is_none_or(|b| peak < b.peak) {
+            if best.as_ref().map_or(true, |b| peak < b.peak) {
                 best = Some(Plan {
                     order_name: name,
                     order: order.clone(),
