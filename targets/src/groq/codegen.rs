@@ -427,7 +427,9 @@ pub fn generate(
         g.acts.insert(*t, (local, Shard::Rep));
         inputs.push((*t, local));
     }
+    let mut op_starts = Vec::new();
     for op in &block.ops {
+        op_starts.push((op.name().to_string(), g.sched.instrs.len() as u32));
         g.op(op)?;
         if let Some(e) = g.failed.take() {
             return Err(GenError::Unsupported(format!(
@@ -464,6 +466,7 @@ pub fn generate(
         inputs,
         outputs,
         logits: g.logits,
+        op_starts,
     })
 }
 
@@ -742,6 +745,7 @@ impl<'a> Gen<'a> {
         }
         // Operands of one rigid chain meet at one time: two of them on one slice (or a
         // read and a write on one slice and bank) can never be placed. Move one.
+        c.nodes = super::sched::topo(std::mem::take(&mut c.nodes));
         for _ in 0..16 {
             let solved = self.sched.solve(c.clone());
             let Some(conf) = super::sched::self_conflict(self.fp, &solved) else {
@@ -1291,8 +1295,7 @@ impl<'a> Gen<'a> {
                 },
                 u64::from(rows),
             );
-            let install_lat = c.nodes[ii].occ - 1 + self.fp.skew;
-            mm.after.push((ii, install_lat));
+            mm.after.push((ii, 0));
             let mi = c.push(mm);
             c.link(xi, mi, 1);
             self.work.mxm_cycles[p] += u64::from(rows);
@@ -1400,17 +1403,17 @@ impl<'a> Gen<'a> {
             .map_err(|e| GenError::Unsupported(e.to_string()))?;
         let pr = self.whole(partial);
         let two_phase = ar.algo != AllReduceAlgo::OneShot && n % t == 0;
+        // Every peer's data lands in its own tensor (own slices): receives arrive at
+        // link pace, so sharing a slice's write port would serialize them.
         if !two_phase {
             // Everyone sends everything to everyone; each chip sums all t copies in rank
             // order (so every chip gets bit-identical results).
-            let inbox = self.temp("inbox", Elem::F16, rows * (t - 1), n)?;
-            for o in 1..t {
-                let dst = Region::rows(inbox, rows * (o - 1), rows, 0, n);
-                self.exchange(pr, dst, o, false, false, bytes);
-            }
             let mut ins = vec![pr];
             for o in 1..t {
-                ins.push(Region::rows(inbox, rows * (o - 1), rows, 0, n));
+                let inbox = self.temp("inbox", Elem::F16, rows, n)?;
+                let dst = self.whole(inbox);
+                self.exchange(pr, dst, o, false, false, bytes);
+                ins.push(dst);
             }
             let or = self.whole(out);
             self.ew(VxmFn::Sum(t), &ins, or);
@@ -1421,11 +1424,13 @@ impl<'a> Gen<'a> {
         // own block, all-gather the sums. Blocks are `n / t` columns.
         let bn = n / t;
         let shard_bytes = bytes / u64::from(t);
-        let inbox = self.temp("rs.inbox", Elem::F16, rows * (t - 1), bn)?;
         let block0 = Region::rows(partial, 0, rows, 0, bn);
+        let mut inboxes = Vec::new();
         for o in 1..t {
-            let dst = Region::rows(inbox, rows * (o - 1), rows, 0, bn);
+            let inbox = self.temp("rs.inbox", Elem::F16, rows, bn)?;
+            let dst = self.whole(inbox);
             self.exchange(block0, dst, o, true, false, shard_bytes);
+            inboxes.push(dst);
         }
         let mine = self.temp("rs.sum", Elem::F32, rows, bn)?;
         {
@@ -1439,9 +1444,8 @@ impl<'a> Gen<'a> {
             }
             let oi = c.push(own);
             c.link(oi, vi, 4);
-            for o in 1..t {
-                let r = Region::rows(inbox, rows * (o - 1), rows, 0, bn);
-                let ri = c.push(self.read(r, vx));
+            for r in &inboxes {
+                let ri = c.push(self.read(*r, vx));
                 c.link(ri, vi, 2);
             }
             let mr = self.whole(mine);
@@ -1449,26 +1453,30 @@ impl<'a> Gen<'a> {
             c.link(vi, wi, 4);
             self.place(c);
         }
-        // All-gather: own sum into its block, everyone else's into theirs.
+        // All-gather: every peer's sum lands in its own tensor, then each block is
+        // copied into its place (own block: rank; from peer o: rank − o).
         let mr = self.whole(mine);
-        {
+        let mut landed = vec![(mr, 0u32)];
+        for o in 1..t {
+            let land = self.temp("ag.inbox", Elem::F16, rows, bn)?;
+            let dst = self.whole(land);
+            self.exchange(mr, dst, o, false, false, shard_bytes);
+            landed.push((dst, o));
+        }
+        for (src, o) in landed {
             let vx = self.fp.vxm_pos;
             let mut c = Chain::default();
-            let ri = c.push(self.read(mr, vx));
-            let v = self.vxm(VxmFn::Copy, Self::vectors(&mr));
+            let ri = c.push(self.read(src, vx));
+            let v = self.vxm(VxmFn::Copy, Self::vectors(&src));
             let vi = c.push(v);
-            c.link(ri, vi, 4);
+            c.link(ri, vi, self.width(src.tensor));
             let mut w = self.write(Region::rows(out, 0, rows, 0, bn), vx);
             if let Op::MemWrite { peer_block, .. } = &mut w.op {
-                *peer_block = Some(0);
+                *peer_block = Some(o as u8);
             }
             let wi = c.push(w);
             c.link(vi, wi, 4);
             self.place(c);
-        }
-        for o in 1..t {
-            let dst = Region::rows(out, 0, rows, 0, bn);
-            self.exchange(mr, dst, o, false, true, shard_bytes);
         }
         self.work.c2c_hops += 2;
         Ok(())
@@ -1681,151 +1689,185 @@ impl<'a> Gen<'a> {
         let gr = g * s; // query rows per (sequence, KV head)
         let kt = keys.div_ceil(320);
         let vx = self.fp.vxm_pos;
+        let fp16_rate = self.m.mxm.fp16_rate_divisor.get();
+        // Phases over all (sequence, KV head) groups, so that each plane's in-order
+        // queues run every group's q·Kᵀ before any group waits on its softmax.
+        struct Grp {
+            b: u32,
+            h: u32,
+            plane: usize,
+            kc: u32,
+            vc: u32,
+            q16: u32,
+            scores: u32,
+            p16: u32,
+            o: u32,
+        }
+        let mut groups = Vec::new();
         for b in 0..self.cfg.seqs {
             for h in 0..kvl as u32 {
                 let plane = self.attn_plane(b, h, kvl as u32);
-                let ppos = self.fp.plane_pos[plane];
                 let kc = self.cache_tensor(k, b, h, true, plane)?;
                 let vc = self.cache_tensor(v, b, h, false, plane)?;
-                // q rows of this group as [g·s × d] fp16 (head-major rows).
                 let q16 = self.temp("q16", Elem::F16, gr, d)?;
-                {
-                    let mut c = Chain::default();
-                    let qr = Region::rows(ql, b * s, s, h * g * d, g * d);
-                    let qi = c.push(self.read(qr, vx));
-                    let f = self.vxm(VxmFn::ToF16, Self::vectors(&qr));
-                    let fi = c.push(f);
-                    c.link(qi, fi, 4);
-                    let east = self.alloc.act_rr % 2 == 1;
-                    let t = Node::new(
-                        QSel::Sxm { east },
-                        Op::Sxm {
-                            f: SxmFn::HeadRows { g, d },
-                        },
-                        u64::from(gr),
-                    );
-                    let ti = c.push(t);
-                    c.link(fi, ti, 2);
-                    let w = self.write(self.whole(q16), self.fp.sxm_pos[usize::from(east)]);
-                    let wi = c.push(w);
-                    c.link(ti, wi, 2);
-                    self.place(c);
-                }
                 let scores = self.temp("scores", Elem::F32, gr, keys)?;
-                let mut buf = 0u8;
-                for i in 0..kt {
-                    let mut c = Chain::default();
-                    let ii = self.install(&mut c, kc, i as usize, plane, buf, MxmType::Fp16, false);
-                    let q16r = self.whole(q16);
-                    let xi = c.push(self.read(q16r, ppos));
-                    let mut mm = Node::new(
-                        QSel::Fixed(Queue::MxmCompute(plane as u8)),
-                        Op::MatMul {
-                            plane: plane as u8,
-                            buf,
-                            ty: MxmType::Fp16,
-                            first: true,
-                            last: true,
-                            install: 0,
-                        },
-                        u64::from(gr) * self.m.mxm.fp16_rate_divisor.get(),
-                    );
-                    let lat = c.nodes[ii].occ - 1 + self.fp.skew;
-                    mm.after.push((ii, lat));
-                    let mi = c.push(mm);
-                    c.link(xi, mi, 2);
-                    self.work.mxm_cycles[plane] +=
-                        u64::from(gr) * self.m.mxm.fp16_rate_divisor.get();
-                    let kk = (keys - i * 320).min(320);
-                    let sm = self.vxm(
-                        VxmFn::ScaleMask {
-                            scale,
-                            key0: i * 320,
-                            seq: b,
-                            rows_per_head: s,
-                        },
-                        u64::from(gr),
-                    );
-                    let smi = c.push(sm);
-                    c.link(mi, smi, 4);
-                    let sr = Region::rows(scores, 0, gr, i * 320, kk);
-                    let wi = c.push(self.write(sr, vx));
-                    c.link(smi, wi, 4);
-                    self.place(c);
-                    buf ^= 1;
-                }
-                // Softmax over each row (keys), fp32; probabilities to fp16.
-                let mx = self.temp("rowmax", Elem::F32, gr, 1)?;
-                let e = self.temp("exp", Elem::F32, gr, keys)?;
-                let rs = self.temp("rowsum", Elem::F32, gr, 1)?;
                 let p16 = self.temp("probs", Elem::F16, gr, keys)?;
-                let (sr, mr, er, rr, pr) = (
-                    self.whole(scores),
-                    self.whole(mx),
-                    self.whole(e),
-                    self.whole(rs),
-                    self.whole(p16),
-                );
-                self.reduce(sr, Reduce::Max, Reduce::Max, Finish::Identity, mr);
-                self.ew(VxmFn::ExpSub, &[sr, mr], er);
-                self.reduce(er, Reduce::Sum, Reduce::Sum, Finish::Recip, rr);
-                self.ew(VxmFn::MulRow { to_f16: true }, &[er, rr], pr);
-                // O = P·V: V tiles stationary, accumulated over key tiles.
                 let o = self.temp("attn.o", Elem::F32, gr, d)?;
-                for i in 0..kt {
-                    let mut c = Chain::default();
-                    let ii = self.install(&mut c, vc, i as usize, plane, buf, MxmType::Fp16, true);
-                    let kk = (keys - i * 320).min(320);
-                    let pr = Region::rows(p16, 0, gr, i * 320, kk);
-                    let xi = c.push(self.read(pr, ppos));
-                    let mut mm = Node::new(
-                        QSel::Fixed(Queue::MxmCompute(plane as u8)),
-                        Op::MatMul {
-                            plane: plane as u8,
-                            buf,
-                            ty: MxmType::Fp16,
-                            first: i == 0,
-                            last: i + 1 == kt,
-                            install: 0,
-                        },
-                        u64::from(gr) * self.m.mxm.fp16_rate_divisor.get(),
-                    );
-                    let lat = c.nodes[ii].occ - 1 + self.fp.skew;
-                    mm.after.push((ii, lat));
-                    let mi = c.push(mm);
-                    c.link(xi, mi, 2);
-                    self.work.mxm_cycles[plane] +=
-                        u64::from(gr) * self.m.mxm.fp16_rate_divisor.get();
-                    if i + 1 == kt {
-                        let or = self.whole(o);
-                        let wi = c.push(self.write(or, ppos));
-                        c.link(mi, wi, 4);
-                    }
-                    self.place(c);
-                    buf ^= 1;
-                }
-                // Back to row layout: [g·s × d] → rows of sequence b, columns of group h.
-                {
-                    let mut c = Chain::default();
-                    let orr = self.whole(o);
-                    let east = self.alloc.act_rr % 2 == 1;
-                    let spos = self.fp.sxm_pos[usize::from(east)];
-                    let oi = c.push(self.read(orr, spos));
-                    let t = Node::new(
-                        QSel::Sxm { east },
-                        Op::Sxm {
-                            f: SxmFn::HeadCols { g, d },
-                        },
-                        u64::from(gr),
-                    );
-                    let ti = c.push(t);
-                    c.link(oi, ti, 4);
-                    let yr = Region::rows(y, b * s, s, h * g * d, g * d);
-                    let wi = c.push(self.write(yr, spos));
-                    c.link(ti, wi, 4);
-                    self.place(c);
-                }
+                groups.push(Grp {
+                    b,
+                    h,
+                    plane,
+                    kc,
+                    vc,
+                    q16,
+                    scores,
+                    p16,
+                    o,
+                });
             }
+        }
+        let mut buf = vec![0u8; self.fp.planes()];
+        // 1. q rows of each group as [g·s × d] fp16, one row per head.
+        for gp in &groups {
+            let mut c = Chain::default();
+            let qr = Region::rows(ql, gp.b * s, s, gp.h * g * d, g * d);
+            let qi = c.push(self.read(qr, vx));
+            let f = self.vxm(VxmFn::ToF16, Self::vectors(&qr));
+            let fi = c.push(f);
+            c.link(qi, fi, 4);
+            let east = self.fp.plane_east[gp.plane];
+            let t = Node::new(
+                QSel::Sxm { east },
+                Op::Sxm {
+                    f: SxmFn::HeadRows { g, d },
+                },
+                u64::from(gr),
+            );
+            let ti = c.push(t);
+            c.link(fi, ti, 2);
+            let w = self.write(self.whole(gp.q16), self.fp.sxm_pos[usize::from(east)]);
+            let wi = c.push(w);
+            c.link(ti, wi, 2);
+            self.place(c);
+        }
+        // 2. S = q·Kᵀ, K tiles stationary; scaled and masked on the way out.
+        for i in 0..kt {
+            for gp in &groups {
+                let plane = gp.plane;
+                let ppos = self.fp.plane_pos[plane];
+                let mut c = Chain::default();
+                let bf = buf[plane];
+                buf[plane] ^= 1;
+                let ii = self.install(&mut c, gp.kc, i as usize, plane, bf, MxmType::Fp16, false);
+                let q16r = self.whole(gp.q16);
+                let xi = c.push(self.read(q16r, ppos));
+                let mut mm = Node::new(
+                    QSel::Fixed(Queue::MxmCompute(plane as u8)),
+                    Op::MatMul {
+                        plane: plane as u8,
+                        buf: bf,
+                        ty: MxmType::Fp16,
+                        first: true,
+                        last: true,
+                        install: 0,
+                    },
+                    u64::from(gr) * fp16_rate,
+                );
+                mm.after.push((ii, 0));
+                let mi = c.push(mm);
+                c.link(xi, mi, 2);
+                self.work.mxm_cycles[plane] += u64::from(gr) * fp16_rate;
+                let kk = (keys - i * 320).min(320);
+                let sm = self.vxm(
+                    VxmFn::ScaleMask {
+                        scale,
+                        key0: i * 320,
+                        seq: gp.b,
+                        rows_per_head: s,
+                    },
+                    u64::from(gr),
+                );
+                let smi = c.push(sm);
+                c.link(mi, smi, 4);
+                let sr = Region::rows(gp.scores, 0, gr, i * 320, kk);
+                let wi = c.push(self.write(sr, vx));
+                c.link(smi, wi, 4);
+                self.place(c);
+            }
+        }
+        // 3. Softmax over each row (keys) in fp32; probabilities to fp16.
+        for gp in &groups {
+            let mx = self.temp("rowmax", Elem::F32, gr, 1)?;
+            let e = self.temp("exp", Elem::F32, gr, keys)?;
+            let rs = self.temp("rowsum", Elem::F32, gr, 1)?;
+            let (sr, mr, er, rr, pr) = (
+                self.whole(gp.scores),
+                self.whole(mx),
+                self.whole(e),
+                self.whole(rs),
+                self.whole(gp.p16),
+            );
+            self.reduce(sr, Reduce::Max, Reduce::Max, Finish::Identity, mr);
+            self.ew(VxmFn::ExpSub, &[sr, mr], er);
+            self.reduce(er, Reduce::Sum, Reduce::Sum, Finish::Recip, rr);
+            self.ew(VxmFn::MulRow { to_f16: true }, &[er, rr], pr);
+        }
+        // 4. O = P·V: V tiles stationary, accumulated over key tiles.
+        for gp in &groups {
+            let plane = gp.plane;
+            let ppos = self.fp.plane_pos[plane];
+            for i in 0..kt {
+                let mut c = Chain::default();
+                let bf = buf[plane];
+                buf[plane] ^= 1;
+                let ii = self.install(&mut c, gp.vc, i as usize, plane, bf, MxmType::Fp16, true);
+                let kk = (keys - i * 320).min(320);
+                let pr = Region::rows(gp.p16, 0, gr, i * 320, kk);
+                let xi = c.push(self.read(pr, ppos));
+                let mut mm = Node::new(
+                    QSel::Fixed(Queue::MxmCompute(plane as u8)),
+                    Op::MatMul {
+                        plane: plane as u8,
+                        buf: bf,
+                        ty: MxmType::Fp16,
+                        first: i == 0,
+                        last: i + 1 == kt,
+                        install: 0,
+                    },
+                    u64::from(gr) * fp16_rate,
+                );
+                mm.after.push((ii, 0));
+                let mi = c.push(mm);
+                c.link(xi, mi, 2);
+                self.work.mxm_cycles[plane] += u64::from(gr) * fp16_rate;
+                if i + 1 == kt {
+                    let or = self.whole(gp.o);
+                    let wi = c.push(self.write(or, ppos));
+                    c.link(mi, wi, 4);
+                }
+                self.place(c);
+            }
+        }
+        // 5. Back to row layout: [g·s × d] → rows of sequence b, columns of group h.
+        for gp in &groups {
+            let mut c = Chain::default();
+            let orr = self.whole(gp.o);
+            let east = self.fp.plane_east[gp.plane];
+            let spos = self.fp.sxm_pos[usize::from(east)];
+            let oi = c.push(self.read(orr, spos));
+            let t = Node::new(
+                QSel::Sxm { east },
+                Op::Sxm {
+                    f: SxmFn::HeadCols { g, d },
+                },
+                u64::from(gr),
+            );
+            let ti = c.push(t);
+            c.link(oi, ti, 4);
+            let yr = Region::rows(y, gp.b * s, s, gp.h * g * d, g * d);
+            let wi = c.push(self.write(yr, spos));
+            c.link(ti, wi, 4);
+            self.place(c);
         }
         Ok(())
     }

@@ -85,6 +85,7 @@
 //! Phase 2 (lowering, scheduler, partitioner, simulator over the IR) builds on this and
 //! must not add numbers that bypass the profile.
 
+pub mod check;
 pub mod codegen;
 pub mod cost;
 pub mod isa;

@@ -183,6 +183,9 @@ pub struct BlockProgram {
     pub outputs: Vec<(TId, u32)>,
     /// Local tensor that receives the logits (tail only).
     pub logits: Option<u32>,
+    /// Per macro-op of the block: its name and the first instruction it emitted
+    /// (instructions up to the next entry belong to it).
+    pub op_starts: Vec<(String, u32)>,
 }
 
 impl BlockProgram {

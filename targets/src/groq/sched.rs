@@ -21,7 +21,7 @@
 //! The scheduler's word is not trusted: `check.rs` re-derives every resource and timing
 //! fact from the finished instructions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::cost::Cycles;
 use super::isa::{
@@ -50,7 +50,8 @@ pub struct Node {
     pub occ: Cycles,
     /// Stream operands: earlier nodes of the chain and the stream width.
     pub srcs: Vec<(usize, u8)>,
-    /// `issue ≥ nodes[i].issue + gap` (e.g. a matmul after its weights' install).
+    /// `issue ≥ nodes[i].issue + nodes[i].lat + gap` (a matmul after its weights'
+    /// install has completed).
     pub after: Vec<(usize, Cycles)>,
     /// `issue = nodes[i].issue + gap` (a C2C receive after its send).
     pub exact: Option<(usize, Cycles)>,
@@ -161,7 +162,7 @@ pub struct Solved {
 /// arrives exactly when its consumer issues. Offsets only grow, so the fixpoint exists
 /// and is the earliest rigid placement.
 pub fn solve(fp: &Floorplan, lane_tree_steps: u64, transpose_block: u64, c: Chain) -> Solved {
-    let mut nodes = c.nodes;
+    let mut nodes = topo(c.nodes);
     // Pace.
     loop {
         let mut changed = false;
@@ -197,7 +198,7 @@ pub fn solve(fp: &Floorplan, lane_tree_steps: u64, transpose_block: u64, c: Chai
                 t = t.max(arrive(&nodes, &off, p, c));
             }
             for &(a, gap) in &nodes[c].after {
-                t = t.max(off[a] + gap);
+                t = t.max(off[a] + lat[a] + gap);
             }
             if let Some((e, gap)) = nodes[c].exact {
                 t = t.max(off[e] + gap);
@@ -232,6 +233,58 @@ pub fn solve(fp: &Floorplan, lane_tree_steps: u64, transpose_block: u64, c: Chai
         *o -= min;
     }
     Solved { nodes, off, lat }
+}
+
+/// Orders chain nodes so every producer precedes its consumers (stable otherwise),
+/// remapping the node references.
+pub fn topo(nodes: Vec<Node>) -> Vec<Node> {
+    let n = nodes.len();
+    let deps = |k: usize| -> Vec<usize> {
+        let x = &nodes[k];
+        x.srcs
+            .iter()
+            .map(|(p, _)| *p)
+            .chain(x.after.iter().map(|(p, _)| *p))
+            .chain(x.exact.iter().map(|(p, _)| *p))
+            .collect()
+    };
+    let mut order: Vec<usize> = Vec::with_capacity(n);
+    let mut placed = vec![false; n];
+    while order.len() < n {
+        let before = order.len();
+        for k in 0..n {
+            if !placed[k] && deps(k).iter().all(|d| placed[*d]) {
+                placed[k] = true;
+                order.push(k);
+            }
+        }
+        if order.len() == before {
+            // A cycle is a code generator bug; keep the remaining order.
+            order.extend((0..n).filter(|k| !placed[*k]));
+            break;
+        }
+    }
+    let mut new_of = vec![0usize; n];
+    for (new, old) in order.iter().enumerate() {
+        new_of[*old] = new;
+    }
+    let mut slots: Vec<Option<Node>> = nodes.into_iter().map(Some).collect();
+    order
+        .iter()
+        .map(|old| {
+            let mut x = slots[*old].take().expect("each node once");
+            for s in x.srcs.iter_mut() {
+                s.0 = new_of[s.0];
+            }
+            for a in x.after.iter_mut() {
+                a.0 = new_of[a.0];
+            }
+            if let Some(e) = x.exact.as_mut() {
+                e.0 = new_of[e.0];
+            }
+            x
+        })
+        .collect()
 }
 
 /// Disjoint busy intervals of one exclusive resource.
@@ -346,9 +399,11 @@ pub struct Scheduler<'a> {
     fp: &'a Floorplan,
     lane_tree_steps: u64,
     transpose_block: u64,
-    excl: BTreeMap<Resource, Excl>,
+    // Looked up by key only (never iterated), so hashing keeps the result deterministic.
+    excl: HashMap<Resource, Excl>,
     alus: Cap,
-    streams: BTreeMap<(Dir, u8), StreamBands>,
+    /// Indexed by `dir · streams_per_direction + idx`.
+    streams: Vec<StreamBands>,
     band_seq: u64,
     /// In-order queues (MXM): cycle after which the next instruction may issue.
     in_order: BTreeMap<Queue, Cycles>,
@@ -402,9 +457,9 @@ impl<'a> Scheduler<'a> {
             fp,
             lane_tree_steps,
             transpose_block,
-            excl: BTreeMap::new(),
+            excl: HashMap::new(),
             alus: Cap::default(),
-            streams: BTreeMap::new(),
+            streams: vec![StreamBands::default(); 2 * fp.streams_per_direction as usize],
             band_seq: 0,
             in_order: BTreeMap::new(),
             writes: BTreeMap::new(),
@@ -481,6 +536,11 @@ impl<'a> Scheduler<'a> {
             if let Op::MatMul { install, .. } = &mut op {
                 if let Some(&(k, _)) = n.after.first() {
                     *install = base + k as u32;
+                }
+            }
+            if let Op::Recv { send, .. } = &mut op {
+                if let Some((k, _)) = n.exact {
+                    *send = base + k as u32;
                 }
             }
             let mut ins = Instr {
@@ -565,26 +625,24 @@ impl<'a> Scheduler<'a> {
             let mut srcs = Vec::new();
             for &(p, width) in &s.nodes[i].srcs {
                 let dir = dir_between(out[p].out_pos(fp), out[i].in_pos(fp));
+                // The bands of every byte plane, computed once; only the index varies.
+                let probe = Src {
+                    from: base + p as u32,
+                    dir,
+                    streams: vec![0; width as usize],
+                };
+                let planes = src_bands(fp, &out[p], &out[i], &probe);
                 let mut chosen: Vec<u8> = Vec::new();
                 let mut least: Option<i64> = None;
-                for j in 0..width as usize {
-                    // The j-th plane's band on each candidate stream.
-                    let mut probe = Src {
-                        from: base + p as u32,
-                        dir,
-                        streams: vec![0; j + 1],
-                    };
+                for mut band in planes {
                     let mut found = None;
                     for idx in 0..fp.streams_per_direction as u8 {
                         if chosen.contains(&idx) {
                             continue;
                         }
-                        probe.streams[j] = idx;
-                        let band = src_bands(fp, &out[p], &out[i], &probe)[j];
-                        let c = self
-                            .streams
-                            .get(&(dir, idx))
-                            .and_then(|sb| sb.conflict(&band))
+                        band.idx = idx;
+                        let c = self.streams[self.stream_slot(dir, idx)]
+                            .conflict(&band)
                             .or_else(|| {
                                 taken
                                     .iter()
@@ -602,8 +660,8 @@ impl<'a> Scheduler<'a> {
                     }
                     match found {
                         Some(idx) => {
-                            probe.streams[j] = idx;
-                            taken.push(src_bands(fp, &out[p], &out[i], &probe)[j]);
+                            band.idx = idx;
+                            taken.push(band);
                             chosen.push(idx);
                         }
                         None => {
@@ -625,6 +683,11 @@ impl<'a> Scheduler<'a> {
         } else {
             Ok(out)
         }
+    }
+
+    fn stream_slot(&self, dir: Dir, idx: u8) -> usize {
+        let d = usize::from(dir == Dir::West);
+        d * self.fp.streams_per_direction as usize + idx as usize
     }
 
     fn conflict(&self, r: Resource, a: Cycles, b: Cycles) -> Option<Cycles> {
@@ -673,7 +736,8 @@ impl<'a> Scheduler<'a> {
                     &self.instrs[p as usize]
                 };
                 for band in src_bands(fp, prod, ins, s) {
-                    let sb = self.streams.entry((band.dir, band.idx)).or_default();
+                    let slot = self.stream_slot(band.dir, band.idx);
+                    let sb = &mut self.streams[slot];
                     sb.max_len = sb.max_len.max(band.u1 - band.u0);
                     self.band_seq += 1;
                     sb.bands.insert((band.u0, self.band_seq), band);
