@@ -29,6 +29,10 @@ enum Command {
     Dot(cmd::dot::Args),
     /// Run an .ir file on the reference interpreter and print the top logits.
     Eval(cmd::eval::Args),
+    /// Compile for the Groq LPU: static schedule, partition, `.lpu` artifact.
+    Compile(cmd::compile::Args),
+    /// Check, time (and optionally execute) a Groq `.lpu` schedule.
+    Sim(cmd::sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,8 @@ fn main() -> ExitCode {
         Command::Fmt(a) => cmd::fmt::run(a),
         Command::Dot(a) => cmd::dot::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Compile(a) => cmd::compile::run(a),
+        Command::Sim(a) => cmd::sim::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

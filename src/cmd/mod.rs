@@ -1,9 +1,11 @@
 //! One module per subcommand, plus the shared loading and error-reporting helpers.
 
 pub mod build;
+pub mod compile;
 pub mod dot;
 pub mod eval;
 pub mod fmt;
+pub mod sim;
 pub mod verify;
 
 use lpuc_ir::text::SourceError;

@@ -1668,15 +1668,7 @@ impl<'a> Gen<'a> {
                 (heads / u64::from(self.tp()), kvh / u64::from(self.tp()))
             }
         };
-        let map = self.attn_map(heads, kvh, d);
-        if map != self.cfg.attn {
-            return Err(GenError::Unsupported(format!(
-                "attention mapping {} was requested but the cost model picks {}",
-                self.cfg.attn.name(),
-                map.name()
-            )));
-        }
-        if map == AttnMap::QStationary {
+        if self.cfg.attn == AttnMap::QStationary {
             return Err(GenError::Unsupported(
                 "the q-stationary attention mapping is costed but not yet lowered".into(),
             ));

@@ -87,7 +87,9 @@
 
 pub mod check;
 pub mod codegen;
+pub mod compile;
 pub mod cost;
+pub mod functional;
 pub mod isa;
 pub mod lower;
 pub mod model;
@@ -95,6 +97,8 @@ pub mod profile;
 pub mod program;
 pub mod report;
 pub mod sched;
+pub mod sim;
+pub mod trace;
 
 pub use cost::{Cost, CostError, Cycles, MatmulShape, MxmDtype, Peaks};
 pub use model::{MachineModel, Param, ProfileStatus, SliceId, SliceKind};

@@ -241,18 +241,42 @@ pub struct Stage {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CompileOptions {
     pub chips: Option<u64>,
+    /// Force this tensor-parallel degree (otherwise the partitioner chooses).
+    pub tp: Option<u32>,
     pub batch: u64,
     pub context: u64,
     pub weights: WeightMode,
     pub prompt: u64,
 }
 
+/// The machine model travels in the artifact as its profile text: the binary encoding
+/// cannot carry the profile's optional fields, and reloading re-validates it.
+mod machine_as_toml {
+    use super::MachineModel;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &MachineModel, s: S) -> Result<S::Ok, S::Error> {
+        m.to_toml_string()
+            .map_err(serde::ser::Error::custom)?
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MachineModel, D::Error> {
+        let text = String::deserialize(d)?;
+        MachineModel::from_toml_str(&text, "the artifact's machine profile")
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// The `.lpu` artifact.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LpuProgram {
+    #[serde(with = "machine_as_toml")]
     pub machine: MachineModel,
     pub floorplan: Floorplan,
     pub model: LoweredModel,
+    /// The source graph (the functional simulator's reference runs it).
+    pub graph: lpuc_ir::Graph,
     /// The source graph's weights (`None`: shapes only; `Random`: reproducible).
     pub weight_source: lpuc_ir::graph::WeightSource,
     pub options: CompileOptions,
