@@ -43,6 +43,10 @@ enum Command {
     Tokenize(cmd::tokenize::Args),
     /// Measure prompt and generation throughput (llama-bench compatible).
     Bench(cmd::bench::Args),
+    /// Compile for the Groq LPU: static schedule, partition, `.lpu` artifact.
+    Compile(cmd::compile::Args),
+    /// Check, time (and optionally execute) a Groq `.lpu` schedule.
+    Sim(cmd::sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,8 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd::run::run(a),
         Command::Tokenize(a) => cmd::tokenize::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Compile(a) => cmd::compile::run(a),
+        Command::Sim(a) => cmd::sim::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod compile;
 pub mod dot;
 pub mod eval;
 pub mod fetch;
@@ -11,6 +12,7 @@ pub mod opt;
 pub mod passes;
 pub mod run;
 pub mod tokenize;
+pub mod sim;
 pub mod verify;
 
 use lpuc_ir::text::SourceError;

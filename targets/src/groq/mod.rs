@@ -85,10 +85,20 @@
 //! Phase 2 (lowering, scheduler, partitioner, simulator over the IR) builds on this and
 //! must not add numbers that bypass the profile.
 
+pub mod check;
+pub mod codegen;
+pub mod compile;
 pub mod cost;
+pub mod functional;
+pub mod isa;
+pub mod lower;
 pub mod model;
 pub mod profile;
+pub mod program;
 pub mod report;
+pub mod sched;
+pub mod sim;
+pub mod trace;
 
 pub use cost::{Cost, CostError, Cycles, MatmulShape, MxmDtype, Peaks};
 pub use model::{MachineModel, Param, ProfileStatus, SliceId, SliceKind};
