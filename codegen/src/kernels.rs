@@ -26,7 +26,8 @@ pub enum KernelSpec {
         bits: u32,
         vnni: bool,
     },
-    /// `fn(x, xq, dx, sx, r_lo, r_hi)`: rows of `k` f32 to q8 blocks with sums.
+    /// `fn(x, xq, dx, sx, r_lo, r_hi)`: rows of `k` f32 to q8 blocks with sums (see
+    /// [`crate::pack::quantize_ref`]).
     Quantize { k: usize },
     /// `fn(x, w, y, r_lo, r_hi)`: `y = x / sqrt(mean(x²) + eps) (· w)`, rows of `d`.
     RmsNorm { d: usize, eps: f32, scaled: bool },
@@ -406,7 +407,7 @@ fn m_has(m: &ModuleText, _sym: &str) -> bool {
 fn emit_quant(m: &mut ModuleText, name: &str, k: usize) {
     m.declare("declare <32 x float> @llvm.fabs.v32f32(<32 x float>)");
     m.declare("declare float @llvm.vector.reduce.fmax.v32f32(<32 x float>)");
-    m.declare("declare <32 x float> @llvm.rint.v32f32(<32 x float>)");
+    m.declare("declare <32 x float> @llvm.round.v32f32(<32 x float>)");
     m.declare("declare i32 @llvm.vector.reduce.add.v32i32(<32 x i32>)");
     let nb = k / QK;
     let mut f = Fb::new(
@@ -442,9 +443,12 @@ fn emit_quant(m: &mut ModuleText, name: &str, k: usize) {
             "call i32 @llvm.vector.reduce.add.v32i32(<32 x i32> {qi})"
         ));
         let sf = f.v(format!("sitofp i32 {s} to float"));
-        let sxv = f.v(format!("fmul float {d}, {sf}"));
+        // The stored scale is f16, as in ggml's q8_0/q8_1 blocks (q used the f32 one).
+        let dh = f.v(format!("fptrunc float {d} to half"));
+        let d16 = f.v(format!("fpext half {dh} to float"));
+        let sxv = f.v(format!("fmul float {d16}, {sf}"));
         let dxp = f.gep("float", "%dx", i);
-        f.i(format!("store float {d}, ptr {dxp}, align 4"));
+        f.i(format!("store float {d16}, ptr {dxp}, align 4"));
         let sxp = f.gep("float", "%sx", i);
         f.i(format!("store float {sxv}, ptr {sxp}, align 4"));
     });

@@ -20,8 +20,8 @@
 //! no horizontal reduction. A packed 4-bit block is 20 bytes per row, as in GGUF (q4_1).
 //!
 //! **Quantized activations (q8_1-style).** A row `x[K]` becomes `xq: i8[K]` plus per block
-//! of 32 `dx = max|x|/127` and `sx = dx·Σq` (the block sum that the `m` term needs), as
-//! ggml's `quantize_row_q8_1` does. Then for a block, `Σ w·x ≈ d·dx·Σ q·xq + m·sx`.
+//! of 32 `dx = f16(max|x|/127)` and `sx = dx·Σq` (the block sum that the `m` term needs),
+//! as ggml's `quantize_row_q8_1` does. Then for a block, `Σ w·x ≈ d·dx·Σ q·xq + m·sx`.
 
 use half::f16;
 use lpuc_ir::dtype::DType;
@@ -118,7 +118,10 @@ pub fn pack(dt: DType, src: &[u8], n: usize, k: usize) -> Result<Vec<u8>, String
     Ok(out)
 }
 
-/// Reference activation quantizer (what the `quant` kernel computes): rows of `k`.
+/// Reference activation quantizer (what the `quant` kernel computes): rows of `k`. As
+/// ggml's `quantize_row_q8_0_ref` (and `lpuc_ir::interp::quantize_activations`): `q` is
+/// `round(x / d)` half away from zero with the f32 `d = max|x| / 127`, and the stored scale
+/// is `d` rounded to f16; `sx = dx · Σq` exactly.
 pub fn quantize_ref(x: &[f32], k: usize, xq: &mut [i8], dx: &mut [f32], sx: &mut [f32]) {
     for (bi, blk) in x.chunks(QK).enumerate() {
         let amax = blk.iter().fold(0f32, |a, &v| a.max(v.abs()));
@@ -126,12 +129,13 @@ pub fn quantize_ref(x: &[f32], k: usize, xq: &mut [i8], dx: &mut [f32], sx: &mut
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let mut s = 0i32;
         for (j, &v) in blk.iter().enumerate() {
-            let q = (v * id).round_ties_even() as i32;
+            let q = (v * id).round() as i32;
             xq[bi * QK + j] = q as i8;
             s += q;
         }
-        dx[bi] = d;
-        sx[bi] = d * s as f32;
+        let d16 = f16::from_f32(d).to_f32();
+        dx[bi] = d16;
+        sx[bi] = d16 * s as f32;
     }
     let _ = k;
 }

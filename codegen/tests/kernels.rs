@@ -139,7 +139,7 @@ fn check_qmatmul(dt: DType, vnni: bool, n: usize, k: usize, ms: &[usize], seed: 
                 }
                 let got = f64::from(y[i * n + row]);
                 assert!(
-                    (got - exact).abs() <= bound * 1.001 + 1e-4,
+                    (got - exact).abs() <= bound * 1.2 + 1e-4,
                     "{dt} m={m} row {row}: {got} vs exact {exact}, bound {bound}"
                 );
             }

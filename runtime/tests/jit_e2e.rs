@@ -118,3 +118,52 @@ fn prefill_equals_token_by_token_decode() {
         "the GEMM tile path and attention over many rows equal the GEMV path"
     );
 }
+
+/// `matmul(x, dequant(w)) => qmatmul(x, w)`, as the `fuse-int4-dequant` pass does, so the
+/// interpreter rounds activations to 8-bit blocks exactly like the JIT.
+fn fuse_qmatmul(g: &mut lpuc_ir::Graph) {
+    use lpuc_ir::op::Op;
+    for v in g.values() {
+        if !matches!(g.op(v), Op::Matmul) {
+            continue;
+        }
+        let ops = g.operands(v);
+        if !matches!(g.op(ops[1]), Op::Dequant) {
+            continue;
+        }
+        let w = g.operands(ops[1])[0];
+        let ty = g.ty(v).clone();
+        let q = g.add(Op::QMatmul, &[ops[0], w], ty);
+        g.replace_all_uses(v, q);
+        g.remove(v);
+        if g.num_uses(ops[1]) == 0 {
+            g.remove(ops[1]);
+        }
+    }
+}
+
+#[test]
+fn tiny_fused_graph_matches_interpreter_closely() {
+    // With the interpreter rounding activations the same way, what remains is f32 vs f64
+    // accumulation order and the polynomial exp: 1e-3 of the logit scale.
+    let (mut g, w) = tiny(false);
+    fuse_qmatmul(&mut g);
+    lpuc_ir::verify::verify(&g).unwrap();
+    let mut it = Interpreter::new(&g, &w).unwrap();
+    let mut jit = JitForward::new(&g, &w, 2).unwrap();
+    let prompt = [9u32, 8, 7, 250, 1, 2];
+    let a = it.run_tokens(&prompt).unwrap();
+    let b = jit.forward(&prompt).unwrap();
+    let (d, at) = max_abs_diff(&a.data, &b);
+    assert!(
+        d < tol(&a.data) / 40.0,
+        "fused graph: logits differ by {d} at {at}"
+    );
+    let a = it.run_tokens(&[argmax(&b) as u32]).unwrap();
+    let b = jit.forward(&[argmax(&b) as u32]).unwrap();
+    let (d, at) = max_abs_diff(&a.data, &b);
+    assert!(
+        d < tol(&a.data) / 40.0,
+        "fused graph decode: logits differ by {d} at {at}"
+    );
+}

@@ -130,6 +130,33 @@ pub fn run(a: Args) -> super::CliResult {
                 t0.elapsed().as_secs_f64() * 1e3
             );
         }
+        if std::env::var_os("LPUC_SHOW_RSS").is_some() {
+            let st = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            for l in st
+                .lines()
+                .filter(|l| l.starts_with("Rss") || l.starts_with("VmHWM"))
+            {
+                eprintln!("after load: {l}");
+            }
+            let sm = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+            let mut cur = String::new();
+            let mut per: std::collections::BTreeMap<String, u64> = Default::default();
+            for l in sm.lines() {
+                if l.starts_with("Rss:") {
+                    let kb: u64 = l
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|x| x.parse().ok())
+                        .unwrap_or(0);
+                    *per.entry(cur.clone()).or_default() += kb;
+                } else if !l.contains(':') || l.split_whitespace().count() >= 5 && l.contains('-') {
+                    cur = l.split_whitespace().nth(5).unwrap_or("[anon]").to_string();
+                }
+            }
+            for (k, v) in per.iter().filter(|(_, v)| **v > 1024) {
+                eprintln!("  {v:>8} kB {k}");
+            }
+        }
         if let Some(dir) = &a.dump_kernels {
             let host = lpuc_codegen::Host::detect();
             let text =

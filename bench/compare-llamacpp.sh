@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# lpuc bench vs llama.cpp on the same GGUF, prompt length and threads, interleaved
+# (one repetition of each in turn, ROUNDS times) so machine noise hits both alike;
+# prints medians and ratios (lpuc / llama.cpp).
+#
+#   bench/compare-llamacpp.sh [-m MODEL] [-p 512] [-n 128] [-t 1,2] [-r ROUNDS]
+#
+# llama.cpp comes from llama-cpp-python (pinned below, from PyPI; pip builds llama.cpp
+# from source with -march=native, which takes several minutes the first time) in its own
+# venv under ${LPUC_BENCH_CACHE:-~/.cache/lpuc/bench}.
+set -euo pipefail
+LLAMA_CPP_PYTHON_VERSION=0.3.36
+MODEL="${HOME}/.cache/lpuc/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+P=512; N=128; THREADS=1,2; ROUNDS=5
+while getopts "m:p:n:t:r:" o; do
+  case $o in m) MODEL=$OPTARG;; p) P=$OPTARG;; n) N=$OPTARG;; t) THREADS=$OPTARG;; r) ROUNDS=$OPTARG;;
+  *) echo "usage: $0 [-m model] [-p n_prompt] [-n n_gen] [-t threads] [-r rounds]" >&2; exit 2;; esac
+done
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(dirname "$HERE")"
+CACHE="${LPUC_BENCH_CACHE:-$HOME/.cache/lpuc/bench}"
+VENV="$CACHE/venv-llama-cpp-python-$LLAMA_CPP_PYTHON_VERSION"
+if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+  echo "installing llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION into $VENV (builds llama.cpp; minutes)" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip >&2
+  CMAKE_ARGS="-DGGML_NATIVE=ON" "$VENV/bin/pip" install -q --no-cache-dir "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" >&2
+fi
+[ -f "$MODEL" ] || { echo "model $MODEL missing (lpuc fetch)" >&2; exit 1; }
+(cd "$ROOT" && cargo build --release -q --bin lpuc)
+LPUC="$ROOT/target/release/lpuc"
+TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
+IFS=, read -ra TS <<< "$THREADS"
+for ((r = 1; r <= ROUNDS; r++)); do
+  for t in "${TS[@]}"; do
+    "$LPUC" bench -m "$MODEL" -p "$P" -n "$N" -t "$t" -r 1 -o json 2>/dev/null > "$TMP/lpuc.$t.$r.json"
+    "$VENV/bin/python" "$HERE/llamacpp_bench.py" "$MODEL" "$P" "$N" "$t" 1 > "$TMP/llama.$t.$r.json"
+  done
+  echo "round $r/$ROUNDS done" >&2
+done
+python3 - "$TMP" "$P" "$N" "$THREADS" <<'PY'
+import json, glob, os, statistics, sys
+tmp, p, n, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(",")
+print(f"| threads | test | lpuc t/s (median) | llama.cpp t/s (median) | ratio |")
+print(f"| ---: | ---: | ---: | ---: | ---: |")
+for t in threads:
+    lp, ll = {}, {}
+    for f in sorted(glob.glob(f"{tmp}/lpuc.{t}.*.json")):
+        for row in json.load(open(f)):
+            lp.setdefault(row["test"], []).extend(row["samples_ts"])
+    for f in sorted(glob.glob(f"{tmp}/llama.{t}.*.json")):
+        for k, v in json.load(open(f))["samples"].items():
+            ll.setdefault(k, []).extend(v)
+    for test in [x for x in (f"pp{p}" if p else None, f"tg{n}" if n else None) if x]:
+        a, b = statistics.median(lp[test]), statistics.median(ll[test])
+        print(f"| {t} | {test} | {a:.1f} | {b:.1f} | {a / b:.2f} |")
+PY
