@@ -85,6 +85,8 @@ struct Variant {
     weights: u64,
     cache: u64,
     act: u64,
+    /// Per-chip tables (RoPE cos/sin): identical for every block, stored once.
+    table: u64,
 }
 
 /// Schedules block programs on demand, one per distinct (structure, configuration).
@@ -153,11 +155,13 @@ impl<'a> Programs<'a> {
         let mut weights = 0;
         let mut cache = 0;
         let mut act = 0;
+        let mut table = 0;
         for t in &p.tensors {
             let b = t.bytes(vb);
             match t.kind {
                 TensorKind::Cache { .. } => cache += b,
                 TensorKind::Io { .. } | TensorKind::Temp => act += b,
+                TensorKind::RopeTable { .. } => table += b,
                 _ => weights += b,
             }
         }
@@ -168,6 +172,7 @@ impl<'a> Programs<'a> {
             weights,
             cache,
             act,
+            table,
         })
     }
 }
@@ -438,7 +443,8 @@ pub fn compile(
             .iter()
             .map(|v| v.weights + v.cache * u64::from(best.g))
             .sum();
-        let act = vars.iter().map(|v| v.act).max().unwrap_or(0);
+        let act = vars.iter().map(|v| v.act).max().unwrap_or(0)
+            + vars.iter().map(|v| v.table).max().unwrap_or(0);
         stages.push(Stage {
             blocks: blocks.clone(),
             programs,
@@ -751,12 +757,21 @@ fn plan(
             let v = &vars[i + k][x];
             v.weights + v.cache * g
         };
+        // Activations are reused block after block; tables are shared: the largest.
         let act = |pick: &[usize]| {
-            pick.iter()
+            let a = pick
+                .iter()
                 .enumerate()
                 .map(|(k, p)| vars[i + k][*p].act)
                 .max()
-                .unwrap_or(0)
+                .unwrap_or(0);
+            let t = pick
+                .iter()
+                .enumerate()
+                .map(|(k, p)| vars[i + k][*p].table)
+                .max()
+                .unwrap_or(0);
+            a + t
         };
         let mut bytes: u64 = pick.iter().enumerate().map(|(k, p)| res(k, *p)).sum();
         if bytes + act(&pick) > usable {
