@@ -11,8 +11,8 @@ pub mod import;
 pub mod opt;
 pub mod passes;
 pub mod run;
-pub mod tokenize;
 pub mod sim;
+pub mod tokenize;
 pub mod verify;
 
 use lpuc_ir::text::SourceError;
