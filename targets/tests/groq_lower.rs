@@ -142,7 +142,10 @@ fn fused_form_runs_and_matches_the_interpreter() {
     };
     let p = compile::compile(&f, &MachineModel::v1(), &o).unwrap();
     let r = functional::compare(&p, 4).unwrap();
-    assert!(r.exact_max_rel_diff <= 1e-5, "{}", r.exact_max_rel_diff);
+    // On the fused form the interpreter's `qmatmul` rounds activations to 8-bit blocks
+    // (llama.cpp's numerics), which the simulator's exact mode does not: both modes then sit
+    // within activation-rounding noise of the interpreter, not at f32 ulps.
+    assert!(r.exact_max_rel_diff <= 0.05, "{}", r.exact_max_rel_diff);
     assert!(r.max_rel_diff <= 0.05, "{}", r.max_rel_diff);
 }
 
