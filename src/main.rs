@@ -29,6 +29,20 @@ enum Command {
     Dot(cmd::dot::Args),
     /// Run an .ir file on the reference interpreter and print the top logits.
     Eval(cmd::eval::Args),
+    /// Run a pass pipeline on an .ir file (the target's default pipeline without --passes).
+    Opt(cmd::opt::Args),
+    /// List the passes (`lpuc passes --list`).
+    Passes(cmd::passes::Args),
+    /// Fetch the default model (SmolLM2-135M-Instruct Q4_1) into the cache.
+    Fetch(cmd::fetch::Args),
+    /// Import a GGUF model as an .ir program (weights referenced by name).
+    Import(cmd::import::Args),
+    /// Generate text on the CPU (llama.cpp-style flags).
+    Run(cmd::run::Args),
+    /// Print a text's token ids (and pieces).
+    Tokenize(cmd::tokenize::Args),
+    /// Measure prompt and generation throughput (llama-bench compatible).
+    Bench(cmd::bench::Args),
     /// Compile for the Groq LPU: static schedule, partition, `.lpu` artifact.
     Compile(cmd::compile::Args),
     /// Check, time (and optionally execute) a Groq `.lpu` schedule.
@@ -43,6 +57,13 @@ fn main() -> ExitCode {
         Command::Fmt(a) => cmd::fmt::run(a),
         Command::Dot(a) => cmd::dot::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Opt(a) => cmd::opt::run(a),
+        Command::Passes(a) => cmd::passes::run(a),
+        Command::Fetch(a) => cmd::fetch::run(a),
+        Command::Import(a) => cmd::import::run(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Tokenize(a) => cmd::tokenize::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
         Command::Compile(a) => cmd::compile::run(a),
         Command::Sim(a) => cmd::sim::run(a),
     };

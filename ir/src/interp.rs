@@ -437,8 +437,16 @@ impl<'g, 'w> Interpreter<'g, 'w> {
                 }
                 Val::F(Arc::new(Tensor::new(out_shape, out)))
             }
-            Op::Matmul | Op::QMatmul => {
+            Op::Matmul => {
                 let a = self.f(vals, ops[0])?;
+                let b = self.f(vals, ops[1])?;
+                Val::F(Arc::new(matmul(&a, &b, out_shape)))
+            }
+            Op::QMatmul => {
+                let mut a = self.f(vals, ops[0])?;
+                if g.ty(ops[1]).dtype.is_quantized() {
+                    a = Arc::new(quantize_activations(&a)?);
+                }
                 let b = self.f(vals, ops[1])?;
                 Val::F(Arc::new(matmul(&a, &b, out_shape)))
             }
@@ -597,6 +605,19 @@ fn unreachable_cycle() -> InterpError {
             message: "graph has a cycle".into(),
         },
     ]))
+}
+
+/// The activation side of `qmatmul` against a block-quantized weight: every row is rounded
+/// to 8-bit blocks of 32 (a per-block f16 scale `d = max|x| / 127`, `q = round(x / d)`),
+/// exactly as llama.cpp's `quantize_row_q8_0`/`q8_1` do before their integer dot products.
+/// The dot product itself is then exact.
+pub fn quantize_activations(a: &Tensor) -> Result<Tensor, String> {
+    let q = crate::quant::quantize(crate::DType::Q8_0, &a.data)
+        .map_err(|e| format!("activations: {e}"))?;
+    let mut d = vec![0f32; a.data.len()];
+    crate::quant::dequantize(crate::DType::Q8_0, &q, &mut d)
+        .map_err(|e| format!("activations: {e}"))?;
+    Ok(Tensor::new(a.shape.clone(), d))
 }
 
 pub fn silu(x: f32) -> f32 {

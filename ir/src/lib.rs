@@ -23,6 +23,7 @@ pub mod dot;
 pub mod dtype;
 pub mod gguf;
 pub mod graph;
+pub mod import;
 pub mod interp;
 pub mod op;
 pub mod quant;

@@ -97,7 +97,11 @@ pub enum Op {
     Matmul,
     /// `dequant(w)`: any dtype to f32, same shape. Exact GGUF block semantics.
     Dequant,
-    /// Fused `matmul(a, dequant(w))` with `w[N, K]` kept packed.
+    /// Fused `matmul(a, dequant(w))` with `w[N, K]` kept packed. Against a block-quantized
+    /// `w` its numerics are those of every int4 CPU kernel worth using (llama.cpp's too):
+    /// each row of `a` is rounded to 8-bit blocks of 32 with an f16 scale, then the dot
+    /// product is exact. So `fuse-int4-dequant` changes results by activation-rounding noise
+    /// (|Δ| ≈ 2⁻⁸ relative per block), which differential tests allow for.
     QMatmul,
     /// Rotary embedding on `x[B, S, H, D]` at positions `P + s`; the first `dims` of each
     /// head rotate, the rest pass through.

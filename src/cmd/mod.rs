@@ -1,10 +1,17 @@
 //! One module per subcommand, plus the shared loading and error-reporting helpers.
 
+pub mod bench;
 pub mod build;
 pub mod compile;
 pub mod dot;
 pub mod eval;
+pub mod fetch;
 pub mod fmt;
+pub mod import;
+pub mod opt;
+pub mod passes;
+pub mod run;
+pub mod tokenize;
 pub mod sim;
 pub mod verify;
 

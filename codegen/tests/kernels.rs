@@ -1,0 +1,506 @@
+//! Every generated kernel against a reference on seeded random data.
+//!
+//! Tolerances: kernels that do the same integer/f32 work as their reference in another
+//! order (qmatmul vs `pack::qmatmul_ref`) agree to 1e-5 relative; kernels compared with the
+//! f64 interpreter formulas agree to a few f32 ulps of the result's scale (1e-5), except
+//! where the kernel uses its polynomial `exp` (≈2 ulp, so 1e-5 relative still holds);
+//! activation quantization against unquantized f64 is bounded by the q8 step:
+//! |Δ| ≤ Σ_blocks |w|·dx/2 per output, which the test computes.
+
+use half::f16;
+use lpuc_codegen::jit::{compile_object, load, Host};
+use lpuc_codegen::kernels::{module_for, KernelSpec};
+use lpuc_codegen::pack;
+use lpuc_ir::dtype::DType;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+fn randv(r: &mut ChaCha8Rng, n: usize, a: f32) -> Vec<f32> {
+    (0..n).map(|_| r.gen_range(-a..a)).collect()
+}
+
+fn close(a: &[f32], b: &[f32], rel: f32, what: &str) {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= rel * scale,
+            "{what}: element {i}: kernel {x} vs reference {y} (scale {scale}, tol {rel})"
+        );
+    }
+}
+
+type Qmm = extern "C" fn(*const u8, *const i8, *const f32, *const f32, *mut f32, i64, i64, i64);
+type Quant = extern "C" fn(*const f32, *mut i8, *mut f32, *mut f32, i64, i64);
+
+fn quant_rows(k: usize, x: &[f32]) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
+    let rows = x.len() / k;
+    let nb = k / 32;
+    let (mut q, mut d, mut s) = (
+        vec![0i8; x.len()],
+        vec![0f32; rows * nb],
+        vec![0f32; rows * nb],
+    );
+    for r in 0..rows {
+        pack::quantize_ref(
+            &x[r * k..(r + 1) * k],
+            k,
+            &mut q[r * k..(r + 1) * k],
+            &mut d[r * nb..(r + 1) * nb],
+            &mut s[r * nb..(r + 1) * nb],
+        );
+    }
+    (q, d, s)
+}
+
+fn check_qmatmul(dt: DType, vnni: bool, n: usize, k: usize, ms: &[usize], seed: u64) {
+    let host = Host::detect();
+    if vnni && !host.vnni512() {
+        eprintln!("skipping the VNNI kernel: host lacks AVX-512 VNNI");
+        return;
+    }
+    let mut r = rng(seed);
+    let wf = randv(&mut r, n * k, 1.0);
+    let wbytes = lpuc_ir::quant::quantize(dt, &wf).unwrap();
+    let wdq = lpuc_ir::quant::dequantize_to_vec(dt, &wbytes).unwrap();
+    let packed = pack::pack(dt, &wbytes, n, k).unwrap();
+    let bits = pack::packed_bits(dt).unwrap();
+    let spec = KernelSpec::QMatmul { n, k, bits, vnni };
+    let kq = KernelSpec::Quantize { k };
+    let kern = load(
+        &module_for(&[spec.clone(), kq.clone()]),
+        &host,
+        &[spec.symbol(), kq.symbol()],
+    )
+    .unwrap();
+    let f: Qmm = unsafe { std::mem::transmute(kern.addr(&spec.symbol())) };
+    let qf: Quant = unsafe { std::mem::transmute(kern.addr(&kq.symbol())) };
+    for &m in ms {
+        let x = randv(&mut r, m * k, 2.0);
+        let (xq, dx, sx) = quant_rows(k, &x);
+        // The quantize kernel is bit-identical to its reference.
+        let nb = k / 32;
+        let (mut q2, mut d2, mut s2) = (vec![0i8; m * k], vec![0f32; m * nb], vec![0f32; m * nb]);
+        qf(
+            x.as_ptr(),
+            q2.as_mut_ptr(),
+            d2.as_mut_ptr(),
+            s2.as_mut_ptr(),
+            0,
+            m as i64,
+        );
+        assert_eq!(q2, xq, "quantized bytes");
+        assert_eq!(d2, dx, "block scales");
+        assert_eq!(s2, sx, "block sums");
+        let mut y = vec![f32::NAN; m * n];
+        // Two calls over split group ranges, as two threads would.
+        let g = n / 16;
+        f(
+            packed.as_ptr(),
+            xq.as_ptr(),
+            dx.as_ptr(),
+            sx.as_ptr(),
+            y.as_mut_ptr(),
+            m as i64,
+            0,
+            (g / 2) as i64,
+        );
+        f(
+            packed.as_ptr(),
+            xq.as_ptr(),
+            dx.as_ptr(),
+            sx.as_ptr(),
+            y.as_mut_ptr(),
+            m as i64,
+            (g / 2) as i64,
+            g as i64,
+        );
+        let mut yr = vec![0f32; m * n];
+        pack::qmatmul_ref(bits, &packed, n, k, &xq, &dx, &sx, m, &mut yr);
+        close(
+            &y,
+            &yr,
+            1e-5,
+            &format!("{dt} vnni={vnni} m={m} vs packed reference"),
+        );
+        // Against the unquantized product: the error is the activation rounding only.
+        for i in 0..m {
+            for row in 0..n {
+                let mut exact = 0f64;
+                let mut bound = 0f64;
+                for j in 0..k {
+                    exact += f64::from(wdq[row * k + j]) * f64::from(x[i * k + j]);
+                    bound +=
+                        f64::from(wdq[row * k + j].abs()) * f64::from(dx[i * nb + j / 32]) * 0.5;
+                }
+                let got = f64::from(y[i * n + row]);
+                assert!(
+                    (got - exact).abs() <= bound * 1.001 + 1e-4,
+                    "{dt} m={m} row {row}: {got} vs exact {exact}, bound {bound}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn qmatmul_q4_1_vnni() {
+    check_qmatmul(DType::Q4_1, true, 48, 96, &[1, 3, 4, 9], 1);
+}
+
+#[test]
+fn qmatmul_q4_0_vnni() {
+    check_qmatmul(DType::Q4_0, true, 32, 64, &[1, 5], 2);
+}
+
+#[test]
+fn qmatmul_q8_0_vnni() {
+    check_qmatmul(DType::Q8_0, true, 32, 128, &[1, 6], 3);
+}
+
+#[test]
+fn qmatmul_generic_lowering() {
+    check_qmatmul(DType::Q4_1, false, 32, 64, &[1, 5], 4);
+    check_qmatmul(DType::Q8_0, false, 16, 64, &[2], 5);
+}
+
+#[test]
+fn packed_reference_matches_dequantized_weights() {
+    // With exact-integer activations (dx = 1), the packed reference is the plain product.
+    let (n, k) = (16, 64);
+    let mut r = rng(9);
+    for dt in [DType::Q4_0, DType::Q4_1, DType::Q8_0] {
+        let wf = randv(&mut r, n * k, 1.0);
+        let wb = lpuc_ir::quant::quantize(dt, &wf).unwrap();
+        let wdq = lpuc_ir::quant::dequantize_to_vec(dt, &wb).unwrap();
+        let packed = pack::pack(dt, &wb, n, k).unwrap();
+        let xq: Vec<i8> = (0..k).map(|_| r.gen_range(-127..=127)).collect();
+        let dx = vec![1f32; k / 32];
+        let sx: Vec<f32> = xq
+            .chunks(32)
+            .map(|c| c.iter().map(|&v| f32::from(v)).sum())
+            .collect();
+        let mut y = vec![0f32; n];
+        pack::qmatmul_ref(
+            pack::packed_bits(dt).unwrap(),
+            &packed,
+            n,
+            k,
+            &xq,
+            &dx,
+            &sx,
+            1,
+            &mut y,
+        );
+        let want: Vec<f32> = (0..n)
+            .map(|row| {
+                (0..k)
+                    .map(|j| f64::from(wdq[row * k + j]) * f64::from(xq[j]))
+                    .sum::<f64>() as f32
+            })
+            .collect();
+        close(&y, &want, 1e-5, &format!("{dt} packed reference"));
+    }
+}
+
+type Rms = extern "C" fn(*const f32, *const f32, *mut f32, i64, i64);
+type Bin = extern "C" fn(*const f32, *const f32, *mut f32, i64, i64);
+
+#[test]
+fn elementwise_kernels() {
+    let host = Host::detect();
+    let d = 96;
+    let specs = [
+        KernelSpec::RmsNorm {
+            d,
+            eps: 1e-5,
+            scaled: true,
+        },
+        KernelSpec::RmsNorm {
+            d,
+            eps: 1e-5,
+            scaled: false,
+        },
+        KernelSpec::SwiGlu,
+        KernelSpec::Add,
+    ];
+    let syms: Vec<String> = specs.iter().map(|s| s.symbol()).collect();
+    let k = load(&module_for(&specs), &host, &syms).unwrap();
+    let mut r = rng(11);
+    let rows = 5;
+    let x = randv(&mut r, rows * d, 3.0);
+    let w = randv(&mut r, d, 1.5);
+    for (si, scaled) in [(0, true), (1, false)] {
+        let f: Rms = unsafe { std::mem::transmute(k.addr(&syms[si])) };
+        let mut y = vec![0f32; rows * d];
+        f(x.as_ptr(), w.as_ptr(), y.as_mut_ptr(), 0, rows as i64);
+        let mut want = vec![0f32; rows * d];
+        for rr in 0..rows {
+            let row = &x[rr * d..(rr + 1) * d];
+            let ms = row
+                .iter()
+                .map(|&a| f64::from(a) * f64::from(a))
+                .sum::<f64>()
+                / d as f64;
+            let inv = 1.0 / (ms + 1e-5f64).sqrt();
+            for j in 0..d {
+                let s = if scaled { f64::from(w[j]) } else { 1.0 };
+                want[rr * d + j] = (f64::from(row[j]) * inv * s) as f32;
+            }
+        }
+        close(&y, &want, 1e-5, "rms_norm");
+    }
+    let a = randv(&mut r, 1000, 20.0);
+    let b = randv(&mut r, 1000, 2.0);
+    let sw: Bin = unsafe { std::mem::transmute(k.addr(&syms[2])) };
+    let mut y = vec![0f32; 1000];
+    sw(a.as_ptr(), b.as_ptr(), y.as_mut_ptr(), 0, 1000);
+    for i in 0..1000 {
+        let want = lpuc_ir::interp::silu(a[i]) * b[i];
+        assert!(
+            (y[i] - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "swiglu {i}: {} vs {want}",
+            y[i]
+        );
+    }
+    let add: Bin = unsafe { std::mem::transmute(k.addr(&syms[3])) };
+    add(a.as_ptr(), b.as_ptr(), y.as_mut_ptr(), 10, 990);
+    for i in 10..990 {
+        assert_eq!(y[i], a[i] + b[i]);
+    }
+}
+
+type RopeTab = extern "C" fn(*mut f32, i64, i64);
+type Rope = extern "C" fn(*const f32, *mut f32, *const f32, i64);
+
+#[test]
+fn rope_matches_interpreter_formula() {
+    let host = Host::detect();
+    let (heads, hd, dims, theta) = (3usize, 16usize, 12u32, 10000f32);
+    for neox in [false, true] {
+        let specs = [
+            KernelSpec::RopeTable { dims, theta },
+            KernelSpec::Rope {
+                heads,
+                hd,
+                dims,
+                neox,
+            },
+        ];
+        let syms: Vec<String> = specs.iter().map(|s| s.symbol()).collect();
+        let k = load(&module_for(&specs), &host, &syms).unwrap();
+        let tabf: RopeTab = unsafe { std::mem::transmute(k.addr(&syms[0])) };
+        let ropef: Rope = unsafe { std::mem::transmute(k.addr(&syms[1])) };
+        let (s, p) = (5usize, 1000i64);
+        let mut tab = vec![0f32; s * dims as usize];
+        tabf(tab.as_mut_ptr(), s as i64, p);
+        let x = randv(&mut rng(12), s * heads * hd, 2.0);
+        let mut y = x.clone();
+        ropef(y.as_ptr(), y.as_mut_ptr(), tab.as_ptr(), s as i64); // in place
+        let half = dims as usize / 2;
+        let mut want = x.clone();
+        for (ri, row) in want.chunks_mut(hd).enumerate() {
+            let pos = (p as usize + ri / heads) as f64;
+            for i in 0..half {
+                let freq = f64::from(theta).powf(-2.0 * i as f64 / f64::from(dims));
+                let (sn, cs) = (pos * freq).sin_cos();
+                let (i0, i1) = if neox {
+                    (i, i + half)
+                } else {
+                    (2 * i, 2 * i + 1)
+                };
+                let (x0, x1) = (f64::from(row[i0]), f64::from(row[i1]));
+                row[i0] = (x0 * cs - x1 * sn) as f32;
+                row[i1] = (x0 * sn + x1 * cs) as f32;
+            }
+        }
+        close(&y, &want, 1e-6, "rope");
+    }
+}
+
+type KvApp = extern "C" fn(*const f32, *mut f32, i64, i64);
+type Attn = extern "C" fn(*const f32, *const f32, *const f32, *mut f32, i64, i64, i64, i64);
+
+#[test]
+fn kv_append_and_flash_attention_match_reference() {
+    let host = Host::detect();
+    let (h, kvh, d, cap) = (6usize, 2usize, 16usize, 200usize);
+    for (block, s, p) in [(8usize, 1usize, 37usize), (16, 23, 0), (4, 9, 50)] {
+        let specs = [
+            KernelSpec::KvAppend { kvh, d, cap },
+            KernelSpec::Attention {
+                h,
+                kvh,
+                d,
+                cap,
+                block,
+                scale: 0.25,
+            },
+        ];
+        let syms: Vec<String> = specs.iter().map(|s| s.symbol()).collect();
+        let k = load(&module_for(&specs), &host, &syms).unwrap();
+        let app: KvApp = unsafe { std::mem::transmute(k.addr(&syms[0])) };
+        let att: Attn = unsafe { std::mem::transmute(k.addr(&syms[1])) };
+        let mut r = rng(13 + s as u64);
+        let t = p + s;
+        // Full K/V in [kvh, t, d]; the first p rows are "already cached".
+        let kf = randv(&mut r, kvh * t * d, 2.0);
+        let vf = randv(&mut r, kvh * t * d, 2.0);
+        let mut kc = vec![0f32; kvh * cap * d];
+        let mut vc = vec![0f32; kvh * cap * d];
+        for hh in 0..kvh {
+            for j in 0..p {
+                kc[(hh * cap + j) * d..][..d].copy_from_slice(&kf[(hh * t + j) * d..][..d]);
+                vc[(hh * cap + j) * d..][..d].copy_from_slice(&vf[(hh * t + j) * d..][..d]);
+            }
+        }
+        // New rows come in [s, kvh, d].
+        let mut knew = vec![0f32; s * kvh * d];
+        let mut vnew = vec![0f32; s * kvh * d];
+        for i in 0..s {
+            for hh in 0..kvh {
+                knew[(i * kvh + hh) * d..][..d].copy_from_slice(&kf[(hh * t + p + i) * d..][..d]);
+                vnew[(i * kvh + hh) * d..][..d].copy_from_slice(&vf[(hh * t + p + i) * d..][..d]);
+            }
+        }
+        app(knew.as_ptr(), kc.as_mut_ptr(), s as i64, p as i64);
+        app(vnew.as_ptr(), vc.as_mut_ptr(), s as i64, p as i64);
+        for hh in 0..kvh {
+            assert_eq!(
+                &kc[hh * cap * d..][..t * d],
+                &kf[hh * t * d..][..t * d],
+                "kv_append"
+            );
+        }
+        let q = randv(&mut r, s * h * d, 2.0);
+        let mut o = vec![f32::NAN; s * h * d];
+        let rows = (h * s) as i64;
+        att(
+            q.as_ptr(),
+            kc.as_ptr(),
+            vc.as_ptr(),
+            o.as_mut_ptr(),
+            s as i64,
+            p as i64,
+            0,
+            rows / 2,
+        );
+        att(
+            q.as_ptr(),
+            kc.as_ptr(),
+            vc.as_ptr(),
+            o.as_mut_ptr(),
+            s as i64,
+            p as i64,
+            rows / 2,
+            rows,
+        );
+        // Reference in the interpreter's layout [1, h, s, d].
+        let mut qt = vec![0f32; h * s * d];
+        for i in 0..s {
+            for hh in 0..h {
+                qt[(hh * s + i) * d..][..d].copy_from_slice(&q[(i * h + hh) * d..][..d]);
+            }
+        }
+        use lpuc_ir::interp::{attention, Tensor};
+        let rt = attention(
+            &Tensor::new(vec![1, h, s, d], qt),
+            &Tensor::new(vec![1, kvh, t, d], kf.clone()),
+            &Tensor::new(vec![1, kvh, t, d], vf.clone()),
+            0.25,
+        );
+        let mut want = vec![0f32; s * h * d];
+        for i in 0..s {
+            for hh in 0..h {
+                want[(i * h + hh) * d..][..d].copy_from_slice(&rt.data[(hh * s + i) * d..][..d]);
+            }
+        }
+        close(
+            &o,
+            &want,
+            1e-5,
+            &format!("attention block={block} s={s} p={p}"),
+        );
+    }
+}
+
+type Emb = extern "C" fn(*const u8, *const i32, *mut f32, i64);
+
+#[test]
+fn embedding_q8_0_is_exact() {
+    let host = Host::detect();
+    let (v, d) = (20usize, 64usize);
+    let spec = KernelSpec::EmbedQ8 { d };
+    let k = load(
+        &module_for(std::slice::from_ref(&spec)),
+        &host,
+        &[spec.symbol()],
+    )
+    .unwrap();
+    let f: Emb = unsafe { std::mem::transmute(k.addr(&spec.symbol())) };
+    let tab = lpuc_ir::quant::quantize(DType::Q8_0, &randv(&mut rng(14), v * d, 1.0)).unwrap();
+    let full = lpuc_ir::quant::dequantize_to_vec(DType::Q8_0, &tab).unwrap();
+    let ids = [3i32, 0, 19, 3];
+    let mut out = vec![0f32; ids.len() * d];
+    f(
+        tab.as_ptr(),
+        ids.as_ptr(),
+        out.as_mut_ptr(),
+        ids.len() as i64,
+    );
+    for (i, &id) in ids.iter().enumerate() {
+        assert_eq!(
+            &out[i * d..(i + 1) * d],
+            &full[id as usize * d..(id as usize + 1) * d]
+        );
+    }
+    let _ = f16::ZERO;
+}
+
+/// The hot loop must use the host's vector ISA: AVX-512 VNNI `vpdpbusd` on zmm registers
+/// and FMA. Reproduce by hand with `lpuc bench --dump-kernels DIR` + `objdump -d`.
+#[test]
+fn qmatmul_disassembly_uses_vnni_and_fma() {
+    let host = Host::detect();
+    if !host.vnni512() {
+        eprintln!("host lacks AVX-512 VNNI; nothing to check");
+        return;
+    }
+    let spec = KernelSpec::QMatmul {
+        n: 576,
+        k: 576,
+        bits: 4,
+        vnni: true,
+    };
+    let text = module_for(std::slice::from_ref(&spec)).render(&host.cpu, &host.features);
+    let (obj, _) = compile_object(&text, &host, false).unwrap();
+    let dir = std::env::temp_dir().join(format!("lpuc-disasm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("qmm.o");
+    std::fs::write(&p, &obj).unwrap();
+    let out = match std::process::Command::new("objdump")
+        .arg("-d")
+        .arg(&p)
+        .output()
+    {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Err(e) => {
+            eprintln!("objdump not available ({e}); skipping");
+            return;
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.contains("vpdpbusd") && out.contains("zmm"),
+        "no zmm vpdpbusd in:\n{out}"
+    );
+    assert!(out.contains("vfmadd"), "no FMA in the qmatmul kernel");
+    assert!(
+        out.contains("vcvtph2ps"),
+        "f16 scales should convert with vcvtph2ps"
+    );
+}

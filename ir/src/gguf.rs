@@ -1,1 +1,0 @@
-//! GGUF container reader (placeholder until the GGUF work lands).

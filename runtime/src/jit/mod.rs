@@ -1,0 +1,601 @@
+//! The JIT backend: a lowered graph, its kernels compiled for this CPU, packed weights, one
+//! activation arena, the KV caches and a thread pool.
+//!
+//! Invariants: weights are packed once at load (the GGUF bytes of packed matrices are then
+//! released from the process's resident set when they came from a mapped file); no
+//! activation memory is allocated per call except when `S` grows beyond what the arena was
+//! planned for; a failed call leaves the KV caches as they were (`past` only advances on
+//! success, and rows past `past` are never read).
+
+pub mod lower;
+pub mod pool;
+
+use std::time::Instant;
+
+use lpuc_codegen::jit::{CompileStats, Host};
+use lpuc_codegen::kernels::module_for;
+use lpuc_codegen::pack;
+use lpuc_ir::dtype::DType;
+use lpuc_ir::graph::Graph;
+use lpuc_ir::weights::WeightStore;
+
+use lower::{Act, Plan, Rows, Step};
+use pool::Pool;
+
+/// 64-byte aligned, zero-initialised memory (large sizes come straight from `mmap`, so
+/// untouched pages cost no RSS — the KV caches rely on that).
+pub struct AlignedBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+unsafe impl Send for AlignedBuf {}
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    pub fn zeroed(len: usize) -> AlignedBuf {
+        if len == 0 {
+            return AlignedBuf {
+                ptr: std::ptr::null_mut(),
+                len: 0,
+            };
+        }
+        let layout = std::alloc::Layout::from_size_align(len, 64).expect("buffer layout");
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!ptr.is_null(), "out of memory allocating {len} bytes");
+        AlignedBuf { ptr, len }
+    }
+    pub fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        if self.len == 0 {
+            return &mut [];
+        }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            let layout = std::alloc::Layout::from_size_align(self.len, 64).expect("layout");
+            unsafe { std::alloc::dealloc(self.ptr, layout) };
+        }
+    }
+}
+
+/// Per-step-kind time, when profiling is on.
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    pub by_kind: Vec<(&'static str, f64, u64)>,
+}
+
+pub struct JitForward<'w> {
+    plan: Plan,
+    addrs: Vec<usize>,
+    _kernels: lpuc_codegen::Kernels,
+    packed: Vec<AlignedBuf>,
+    norms: Vec<Vec<f32>>,
+    store: &'w dyn WeightStore,
+    caches: Vec<AlignedBuf>,
+    arena: AlignedBuf,
+    offsets: Vec<usize>,
+    planned_s: usize,
+    past: usize,
+    pool: Pool,
+    name: String,
+    pub compile: CompileStats,
+    profile: Option<Vec<(f64, u64)>>,
+}
+
+/// Why a token id is refused, before anything runs.
+fn check_ids(tokens: &[u32], vocab: usize) -> Result<(), String> {
+    match tokens.iter().find(|&&t| t as usize >= vocab) {
+        Some(t) => Err(format!("token id {t} out of range 0..{vocab}")),
+        None => Ok(()),
+    }
+}
+
+impl<'w> JitForward<'w> {
+    /// Lowers `g`, compiles (or loads cached) kernels, packs the weights.
+    pub fn new(g: &Graph, weights: &'w dyn WeightStore, threads: usize) -> Result<Self, String> {
+        Self::build(g, weights, threads, false)
+    }
+
+    /// As [`JitForward::new`] for a memory-mapped GGUF file: after packing, the mapped pages
+    /// of packed tensors are dropped from the resident set (they are re-read from the file
+    /// only if touched again, e.g. embedding rows).
+    pub fn from_gguf(
+        g: &Graph,
+        weights: &'w lpuc_ir::import::GgufWeights,
+        threads: usize,
+    ) -> Result<Self, String> {
+        Self::build(g, weights, threads, true)
+    }
+
+    fn build(
+        g: &Graph,
+        store: &'w dyn WeightStore,
+        threads: usize,
+        release: bool,
+    ) -> Result<Self, String> {
+        let host = Host::detect();
+        let plan = lower::lower(g, host.vnni512())?;
+        let m = module_for(&plan.specs);
+        let syms: Vec<String> = plan.specs.iter().map(|s| s.symbol()).collect();
+        let kernels = lpuc_codegen::jit::load(&m, &host, &syms)?;
+        let addrs = syms.iter().map(|s| kernels.addr(s)).collect();
+        let compile = kernels.stats.clone();
+        let pool = Pool::new(threads);
+        // Pack every matrix, split across the pool's threads.
+        let mut packed = Vec::with_capacity(plan.packs.len());
+        for pd in &plan.packs {
+            let w = store
+                .get(&pd.name)
+                .ok_or_else(|| format!("weight \"{}\" is not in the weight store", pd.name))?;
+            if w.dtype != pd.dtype || w.shape != [pd.n as u64, pd.k as u64] {
+                return Err(format!(
+                    "weight \"{}\": the store has {}{:?}, the graph wants {}[{}, {}]",
+                    pd.name, w.dtype, w.shape, pd.dtype, pd.n, pd.k
+                ));
+            }
+            let bits = pack::check_packable(pd.dtype, pd.n, pd.k)?;
+            let out = AlignedBuf::zeroed(pack::packed_len(bits, pd.n, pd.k));
+            let groups = pd.n / pack::GROUP;
+            let gb = pack::packed_len(bits, pack::GROUP, pd.k);
+            let base = out.ptr() as usize;
+            let err = std::sync::Mutex::new(None);
+            pool.run(groups, 16, &|lo, hi| {
+                // SAFETY: chunks are disjoint group ranges of `out`.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut((base + lo * gb) as *mut u8, (hi - lo) * gb)
+                };
+                if let Err(e) = pack::pack_rows(pd.dtype, w.bytes, pd.n, pd.k, dst, lo..hi) {
+                    *err.lock().unwrap() = Some(e);
+                }
+            });
+            if let Some(e) = err.into_inner().unwrap() {
+                return Err(format!("packing \"{}\": {e}", pd.name));
+            }
+            if release {
+                release_pages(w.bytes);
+            }
+            packed.push(out);
+        }
+        let mut norms = Vec::new();
+        for n in &plan.norms {
+            let w = store
+                .get(n)
+                .ok_or_else(|| format!("weight \"{n}\" is not in the weight store"))?;
+            let mut v = vec![0f32; w.bytes.len() / 4];
+            lpuc_ir::quant::dequantize(DType::F32, w.bytes, &mut v)
+                .map_err(|e| format!("weight \"{n}\": {e}"))?;
+            norms.push(v);
+        }
+        for s in &plan.steps {
+            if let Step::Embed {
+                table,
+                dtype,
+                vocab,
+                out,
+                ..
+            } = s
+            {
+                let w = store
+                    .get(table)
+                    .ok_or_else(|| format!("weight \"{table}\" is not in the weight store"))?;
+                let rb = dtype.bytes_for(out.width as u64).unwrap_or(0) as usize;
+                if w.dtype != *dtype || w.bytes.len() != rb * vocab {
+                    return Err(format!(
+                        "embedding table \"{table}\" does not match the graph"
+                    ));
+                }
+            }
+        }
+        let caches = plan
+            .caches
+            .iter()
+            .map(|c| AlignedBuf::zeroed(c.kvh * plan.cap * c.d * 4))
+            .collect();
+        Ok(JitForward {
+            name: format!("jit ({} threads)", pool.threads()),
+            plan,
+            addrs,
+            _kernels: kernels,
+            packed,
+            norms,
+            store,
+            caches,
+            arena: AlignedBuf::zeroed(0),
+            offsets: vec![],
+            planned_s: 0,
+            past: 0,
+            pool,
+            compile,
+            profile: None,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn past(&self) -> usize {
+        self.past
+    }
+    pub fn capacity(&self) -> usize {
+        self.plan.cap
+    }
+    pub fn reset(&mut self) {
+        self.past = 0;
+    }
+
+    /// Turns per-step-kind timing on (adds a clock read per step).
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(|| vec![(0.0, 0); KINDS.len()]);
+    }
+
+    pub fn profile(&self) -> Profile {
+        let mut by_kind: Vec<_> = match &self.profile {
+            Some(p) => KINDS
+                .iter()
+                .zip(p)
+                .filter(|(_, (_, n))| *n > 0)
+                .map(|(k, (t, n))| (*k, *t, *n))
+                .collect(),
+            None => vec![],
+        };
+        by_kind.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Profile { by_kind }
+    }
+
+    /// Bytes of packed weights, KV caches (virtual) and arena.
+    pub fn memory(&self) -> (usize, usize, usize) {
+        (
+            self.packed.iter().map(|b| b.len()).sum(),
+            self.caches.iter().map(|b| b.len()).sum(),
+            self.arena.len(),
+        )
+    }
+
+    fn rows(&self, r: Rows, s: usize) -> usize {
+        match r {
+            Rows::S => s,
+            Rows::One => 1,
+        }
+    }
+
+    /// First-fit arena offsets over buffer lifetimes, sized for `s` rows (valid for any
+    /// smaller `s`, since every buffer only shrinks).
+    fn plan_arena(&mut self, s: usize) {
+        let nb = self.plan.bufs.len();
+        let mut first = vec![usize::MAX; nb];
+        let mut last = vec![0usize; nb];
+        for (i, st) in self.plan.steps.iter().enumerate() {
+            let (r, w) = st.bufs();
+            for b in r.into_iter().chain(w) {
+                first[b] = first[b].min(i);
+                last[b] = last[b].max(i);
+            }
+        }
+        for &b in &self.plan.keep {
+            last[b] = usize::MAX;
+        }
+        let size = |b: usize| {
+            (self.plan.bufs[b].row_bytes * self.rows(self.plan.bufs[b].rows, s)).div_ceil(64) * 64
+        };
+        let mut order: Vec<usize> = (0..nb).filter(|&b| first[b] != usize::MAX).collect();
+        order.sort_by_key(|&b| (first[b], std::cmp::Reverse(size(b))));
+        let mut placed: Vec<(usize, usize, usize)> = vec![]; // (buf, off, size)
+        let mut offsets = vec![0usize; nb];
+        let mut total = 0;
+        for b in order {
+            let sz = size(b);
+            let mut live: Vec<(usize, usize)> = placed
+                .iter()
+                .filter(|(o, _, _)| first[*o] <= last[b] && first[b] <= last[*o])
+                .map(|(_, off, s2)| (*off, *s2))
+                .collect();
+            live.sort();
+            let mut off = 0;
+            for (lo, ls) in live {
+                if off + sz <= lo {
+                    break;
+                }
+                off = off.max(lo + ls);
+            }
+            offsets[b] = off;
+            placed.push((b, off, sz));
+            total = total.max(off + sz);
+        }
+        self.arena = AlignedBuf::zeroed(total.max(64));
+        self.offsets = offsets;
+        self.planned_s = s;
+    }
+
+    /// Runs `tokens` (the `S` new tokens) and returns the logits of the last position.
+    pub fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
+        let s = tokens.len();
+        if s == 0 {
+            return Err("no new tokens (S = 0)".into());
+        }
+        if self.past + s > self.plan.cap {
+            return Err(format!(
+                "context full: {} cached + {s} new tokens exceed the capacity of {}",
+                self.past, self.plan.cap
+            ));
+        }
+        for st in &self.plan.steps {
+            if let Step::Embed { vocab, .. } = st {
+                check_ids(tokens, *vocab)?;
+            }
+        }
+        if s > self.planned_s {
+            self.plan_arena(s);
+        }
+        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        for i in 0..self.plan.steps.len() {
+            let t0 = self.profile.is_some().then(Instant::now);
+            self.step(i, s, &ids)?;
+            if let (Some(t0), Some(p)) = (t0, self.profile.as_mut()) {
+                let k = KINDS
+                    .iter()
+                    .position(|k| *k == self.plan.steps[i].kind())
+                    .unwrap_or(0);
+                p[k].0 += t0.elapsed().as_secs_f64();
+                p[k].1 += 1;
+            }
+        }
+        let out = self.plan.output;
+        let p = self.act_ptr(out, s) as *const f32;
+        let rows = if out.last {
+            1
+        } else {
+            self.rows(self.plan.bufs[out.buf].rows, s)
+        };
+        let v = unsafe { std::slice::from_raw_parts(p.add((rows - 1) * out.width), out.width) }
+            .to_vec();
+        self.past += s;
+        Ok(v)
+    }
+
+    fn buf_ptr(&self, b: usize) -> usize {
+        self.arena.ptr() as usize + self.offsets[b]
+    }
+
+    fn act_ptr(&self, a: Act, s: usize) -> usize {
+        let base = self.buf_ptr(a.buf);
+        if a.last {
+            let rows = self.rows(self.plan.bufs[a.buf].rows, s);
+            base + (rows - 1) * a.width * 4
+        } else {
+            base
+        }
+    }
+
+    fn act_rows(&self, a: Act, s: usize) -> usize {
+        if a.last {
+            1
+        } else {
+            self.rows(self.plan.bufs[a.buf].rows, s)
+        }
+    }
+
+    /// Rows below this run on one thread: the hand-off costs more than the work.
+    const PAR_ROWS: usize = 4;
+
+    /// Splits `n` items over the pool (or runs them on this thread when `par` is false).
+    fn par(&self, n: usize, par: bool, f: &(dyn Fn(usize, usize) + Sync)) {
+        if !par || self.pool.threads() == 1 {
+            f(0, n);
+            return;
+        }
+        let nt = self.pool.threads();
+        // Eight chunks per thread: small enough to rebalance around a descheduled thread.
+        self.pool.run(n, n.div_ceil(8 * nt), f);
+    }
+
+    fn step(&self, i: usize, s: usize, ids: &[i32]) -> Result<(), String> {
+        type F5 = extern "C" fn(usize, usize, usize, i64, i64);
+        type F6 = extern "C" fn(usize, usize, usize, usize, i64, i64);
+        type Fq = extern "C" fn(usize, usize, usize, usize, usize, i64, i64, i64);
+        type F8 = extern "C" fn(usize, usize, usize, usize, i64, i64, i64, i64);
+        let k = |x: usize| self.addrs[x];
+        let p = s > 1;
+        match &self.plan.steps[i] {
+            Step::Embed {
+                kern,
+                table,
+                dtype,
+                out,
+                ..
+            } => {
+                let w = self.store.get(table).ok_or("embedding table vanished")?;
+                let o = self.act_ptr(*out, s);
+                match kern {
+                    Some(kk) => {
+                        let f: extern "C" fn(usize, usize, usize, i64) =
+                            unsafe { std::mem::transmute(k(*kk)) };
+                        f(
+                            w.bytes.as_ptr() as usize,
+                            ids.as_ptr() as usize,
+                            o,
+                            s as i64,
+                        );
+                    }
+                    None => {
+                        let d = out.width;
+                        let rb = dtype.bytes_for(d as u64).unwrap_or(0) as usize;
+                        let dst = unsafe { std::slice::from_raw_parts_mut(o as *mut f32, s * d) };
+                        for (r, &id) in ids.iter().enumerate() {
+                            let id = id as usize;
+                            lpuc_ir::quant::dequantize(
+                                *dtype,
+                                &w.bytes[id * rb..(id + 1) * rb],
+                                &mut dst[r * d..(r + 1) * d],
+                            )
+                            .map_err(|e| e.to_string())?;
+                        }
+                    }
+                }
+            }
+            Step::RopeTab { kern, tab } => {
+                let f: extern "C" fn(usize, i64, i64) = unsafe { std::mem::transmute(k(*kern)) };
+                f(self.buf_ptr(*tab), s as i64, self.past as i64);
+            }
+            Step::Quant { kern, x, q, .. } => {
+                let f: F6 = unsafe { std::mem::transmute(k(*kern)) };
+                let rows = self.act_rows(*x, s);
+                let (xp, a, b, c) = (
+                    self.act_ptr(*x, s),
+                    self.buf_ptr(q.xq),
+                    self.buf_ptr(q.dx),
+                    self.buf_ptr(q.sx),
+                );
+                self.par(rows, rows >= Self::PAR_ROWS, &|lo, hi| {
+                    f(xp, a, b, c, lo as i64, hi as i64)
+                });
+            }
+            Step::QMatmul { x, q, mats } => {
+                let rows = self.act_rows(*x, s) as i64;
+                let (a, b, c) = (self.buf_ptr(q.xq), self.buf_ptr(q.dx), self.buf_ptr(q.sx));
+                let total: usize = mats.iter().map(|m| m.groups).sum();
+                let run = |lo: usize, hi: usize| {
+                    let mut base = 0;
+                    for m in mats {
+                        let (glo, ghi) = (lo.max(base), hi.min(base + m.groups));
+                        if glo < ghi {
+                            let f: Fq = unsafe { std::mem::transmute(k(m.kern)) };
+                            f(
+                                self.packed[m.w].ptr() as usize,
+                                a,
+                                b,
+                                c,
+                                self.act_ptr(m.out, s),
+                                rows,
+                                (glo - base) as i64,
+                                (ghi - base) as i64,
+                            );
+                        }
+                        base += m.groups;
+                    }
+                };
+                self.par(total, true, &run);
+            }
+            Step::RmsNorm { kern, x, w, y } => {
+                let f: F5 = unsafe { std::mem::transmute(k(*kern)) };
+                let rows = self.act_rows(*x, s);
+                let wp = w.map_or(0, |w| self.norms[w].as_ptr() as usize);
+                let (xp, yp) = (self.act_ptr(*x, s), self.act_ptr(*y, s));
+                self.par(rows, rows >= Self::PAR_ROWS, &|lo, hi| {
+                    f(xp, wp, yp, lo as i64, hi as i64)
+                });
+            }
+            Step::Rope { kern, x, y, tab } => {
+                let f: extern "C" fn(usize, usize, usize, i64) =
+                    unsafe { std::mem::transmute(k(*kern)) };
+                f(
+                    self.act_ptr(*x, s),
+                    self.act_ptr(*y, s),
+                    self.buf_ptr(*tab),
+                    s as i64,
+                );
+            }
+            Step::KvAppend { kern, src, cache } => {
+                let f: extern "C" fn(usize, usize, i64, i64) =
+                    unsafe { std::mem::transmute(k(*kern)) };
+                f(
+                    self.act_ptr(*src, s),
+                    self.caches[*cache].ptr() as usize,
+                    s as i64,
+                    self.past as i64,
+                );
+            }
+            Step::Attention {
+                kern,
+                q,
+                k: kc,
+                v,
+                o,
+                heads,
+            } => {
+                let f: F8 = unsafe { std::mem::transmute(k(*kern)) };
+                let (qp, op) = (self.act_ptr(*q, s), self.act_ptr(*o, s));
+                let (kp, vp) = (
+                    self.caches[*kc].ptr() as usize,
+                    self.caches[*v].ptr() as usize,
+                );
+                let past = self.past as i64;
+                self.par(heads * s, true, &|lo, hi| {
+                    f(qp, kp, vp, op, s as i64, past, lo as i64, hi as i64)
+                });
+            }
+            Step::SwiGlu { kern, a, b, y } | Step::Add { kern, a, b, y } => {
+                let f: F5 = unsafe { std::mem::transmute(k(*kern)) };
+                let n = self.act_rows(*a, s) * a.width;
+                let (ap, bp, yp) = (
+                    self.act_ptr(*a, s),
+                    self.act_ptr(*b, s),
+                    self.act_ptr(*y, s),
+                );
+                self.par(n, p, &|lo, hi| f(ap, bp, yp, lo as i64, hi as i64));
+            }
+        }
+        Ok(())
+    }
+}
+
+const KINDS: [&str; 10] = [
+    "embedding",
+    "rope_table",
+    "quantize",
+    "qmatmul",
+    "rms_norm",
+    "rope",
+    "kv_append",
+    "attention",
+    "swiglu",
+    "add",
+];
+
+/// Drops the resident pages of a read-only file mapping (whole pages inside `bytes` only).
+fn release_pages(bytes: &[u8]) {
+    #[cfg(target_os = "linux")]
+    unsafe {
+        let page = 4096usize;
+        let start = (bytes.as_ptr() as usize).div_ceil(page) * page;
+        let end = (bytes.as_ptr() as usize + bytes.len()) / page * page;
+        if end > start {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+impl crate::generate::Forward for JitForward<'_> {
+    fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
+        JitForward::forward(self, tokens)
+    }
+    fn reset(&mut self) {
+        JitForward::reset(self)
+    }
+    fn past(&self) -> u64 {
+        JitForward::past(self) as u64
+    }
+    fn capacity(&self) -> u64 {
+        JitForward::capacity(self) as u64
+    }
+    fn name(&self) -> &'static str {
+        "jit"
+    }
+}
+
+/// The default thread count: the machine's cores.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

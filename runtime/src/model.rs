@@ -1,0 +1,44 @@
+//! A model loaded from a GGUF file: the imported graph, its weights (memory-mapped, zero
+//! copy) and its tokenizer, all from the one file.
+
+use std::path::{Path, PathBuf};
+
+use lpuc_ir::builder::LlamaConfig;
+use lpuc_ir::import::{import_gguf, GgufWeights, ImportOptions};
+use lpuc_ir::Graph;
+
+use crate::tokenizer::Tokenizer;
+
+pub struct Model {
+    pub path: PathBuf,
+    pub graph: Graph,
+    pub config: LlamaConfig,
+    pub weights: GgufWeights,
+    pub tokenizer: Tokenizer,
+}
+
+impl Model {
+    pub fn load(path: &Path, opts: &ImportOptions) -> Result<Model, String> {
+        let weights = GgufWeights::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (graph, config) = import_gguf(&weights.file, path, opts)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let tokenizer = Tokenizer::from_gguf(&weights.file)
+            .map_err(|e| format!("{}: tokenizer: {e}", path.display()))?;
+        Ok(Model {
+            path: path.to_path_buf(),
+            graph,
+            config,
+            weights,
+            tokenizer,
+        })
+    }
+}
+
+/// `-m` if given, else the default model (fetched on first use).
+pub fn resolve_model(m: Option<&Path>, progress: bool) -> Result<PathBuf, String> {
+    match m {
+        Some(p) => Ok(p.to_path_buf()),
+        None => crate::fetch::ensure_default_model(progress)
+            .map_err(|e| format!("fetching the default model: {e}")),
+    }
+}

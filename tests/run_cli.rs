@@ -1,0 +1,161 @@
+//! `lpuc run`, `lpuc tokenize`, `lpuc import` on the real model (fetched by scripts/test.sh;
+//! these fail with a message when it is missing unless LPUC_SKIP_MODEL_TESTS=1).
+
+use std::process::{Command, Output};
+
+fn model() -> Option<String> {
+    let p = lpuc_runtime::fetch::default_model_path();
+    if !p.is_file() {
+        if std::env::var("LPUC_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
+            return None;
+        }
+        panic!(
+            "the real model is missing at {}: run `lpuc fetch` (scripts/test.sh does)",
+            p.display()
+        );
+    }
+    Some(p.display().to_string())
+}
+
+fn lpuc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lpuc"))
+        .args(args)
+        .output()
+        .expect("run lpuc")
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("one JSON object")
+}
+
+#[test]
+fn run_json_and_logits_out() {
+    let Some(m) = model() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let npy = d.path().join("l.npy");
+    let o = lpuc(&[
+        "run",
+        "-m",
+        &m,
+        "-p",
+        "Once upon a time",
+        "-n",
+        "3",
+        "--temp",
+        "0",
+        "--ignore-eos",
+        "--json",
+        "--logits-out",
+        npy.to_str().unwrap(),
+    ]);
+    let v = json(&o);
+    assert_eq!(v["prompt_ids"], serde_json::json!([6403, 1980, 253, 655]));
+    // llama.cpp's first greedy token is "," (id 28) with a margin of 4.0 logits.
+    assert_eq!(v["ids"][0], 28);
+    assert_eq!(v["ids"].as_array().unwrap().len(), 3);
+    assert_eq!(v["top_logits"].as_array().unwrap().len(), 10);
+    assert_eq!(v["top_logits"][0][0], 28);
+    assert!(v["text"].as_str().unwrap().starts_with(','));
+    let logits = lpuc_runtime::npy::read_f32(&npy).unwrap();
+    assert_eq!(logits.len(), 49152);
+    assert_eq!(logits[28], v["top_logits"][0][1].as_f64().unwrap() as f32);
+}
+
+#[test]
+fn sampling_is_deterministic_for_a_seed() {
+    let Some(m) = model() else { return };
+    let run = |seed: &str| {
+        json(&lpuc(&[
+            "run",
+            "-m",
+            &m,
+            "-p",
+            "The weather",
+            "-n",
+            "12",
+            "--temp",
+            "1.5",
+            "--top-k",
+            "0",
+            "--top-p",
+            "1",
+            "--min-p",
+            "0",
+            "--seed",
+            seed,
+            "--ignore-eos",
+            "--json",
+        ]))["ids"]
+            .clone()
+    };
+    let a = run("5");
+    assert_eq!(a, run("5"));
+    assert_ne!(
+        a,
+        run("6"),
+        "12 tokens at temperature 1.5 from different seeds"
+    );
+}
+
+#[test]
+fn chat_uses_the_models_template() {
+    let Some(m) = model() else { return };
+    let v = json(&lpuc(&[
+        "run", "-m", &m, "-p", "Hi", "--chat", "-n", "2", "--temp", "0", "--json",
+    ]));
+    let ids: Vec<u64> = v["prompt_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    // <|im_start|>system ... <|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n
+    assert_eq!(ids[0], 1, "starts with <|im_start|>");
+    assert_eq!(
+        ids.iter().filter(|&&i| i == 1).count(),
+        3,
+        "system, user, assistant turns"
+    );
+    assert_eq!(
+        ids.iter().filter(|&&i| i == 2).count(),
+        2,
+        "two closed turns"
+    );
+}
+
+#[test]
+fn tokenize_command() {
+    let Some(m) = model() else { return };
+    let v = json(&lpuc(&["tokenize", "-m", &m, "Hello world", "--json"]));
+    assert_eq!(v["ids"], serde_json::json!([19556, 905]));
+    assert_eq!(v["pieces"], serde_json::json!(["Hello", " world"]));
+}
+
+#[test]
+fn import_then_verify_the_real_model() {
+    let Some(m) = model() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let ir = d.path().join("smol.ir");
+    let o = lpuc(&["import", &m, "-o", ir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = lpuc(&["verify", ir.to_str().unwrap()]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("272 weights, 134515008 parameters"), "{s}");
+}
+
+#[test]
+fn bad_model_files_are_clear_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let missing = d.path().join("nope.gguf");
+    let o = lpuc(&["run", "-m", missing.to_str().unwrap(), "-p", "x", "-n", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("nope.gguf") && !e.contains("panicked"), "{e}");
+    let trunc = d.path().join("trunc.gguf");
+    std::fs::write(&trunc, b"GGUF\x03\x00\x00\x00\x01").unwrap();
+    let o = lpuc(&["run", "-m", trunc.to_str().unwrap(), "-p", "x", "-n", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("trunc.gguf") && e.contains("byte"), "{e}");
+}
