@@ -359,7 +359,7 @@ struct Gen<'a> {
     alloc: Alloc,
     work: Work,
     acts: HashMap<TId, (u32, Shard)>,
-    quant: HashMap<u32, (u32, u32)>,
+    quant: HashMap<(u32, bool), (u32, u32)>,
     plane_load: Vec<Cycles>,
     weight_slots: Vec<WId>,
     cache_slots: Vec<u32>,
@@ -886,7 +886,7 @@ impl<'a> Gen<'a> {
                 let yr = self.whole(y);
                 self.ew(VxmFn::NormApply { has_w: w.is_some() }, &ins, yr);
             }
-            MOp::Linear { x, w, out } => self.linear(*x, *w, *out)?,
+            MOp::Linear { x, w, out, act_q8 } => self.linear(*x, *w, *out, *act_q8)?,
             MOp::Rope {
                 x,
                 heads,
@@ -1067,8 +1067,8 @@ impl<'a> Gen<'a> {
     }
 
     /// Row-quantized int8 copy of an activation (shared by every matmul reading it).
-    fn quantized(&mut self, xl: u32) -> Result<(u32, u32), GenError> {
-        if let Some(q) = self.quant.get(&xl) {
+    fn quantized(&mut self, xl: u32, ref_q8: bool) -> Result<(u32, u32), GenError> {
+        if let Some(q) = self.quant.get(&(xl, ref_q8)) {
             return Ok(*q);
         }
         let (rows, cols) = {
@@ -1079,8 +1079,8 @@ impl<'a> Gen<'a> {
         let x8 = self.temp("q8", Elem::I8, rows, cols)?;
         let (xr, ar, qr) = (self.whole(xl), self.whole(a), self.whole(x8));
         self.reduce(xr, Reduce::AbsMax, Reduce::Max, Finish::Int8Scale, ar);
-        self.ew(VxmFn::Quantize, &[xr, ar], qr);
-        self.quant.insert(xl, (x8, a));
+        self.ew(VxmFn::Quantize { ref_q8 }, &[xr, ar], qr);
+        self.quant.insert((xl, ref_q8), (x8, a));
         Ok((x8, a))
     }
 
@@ -1225,7 +1225,7 @@ impl<'a> Gen<'a> {
         ii
     }
 
-    fn linear(&mut self, x: TId, w: WId, out: TId) -> Result<(), GenError> {
+    fn linear(&mut self, x: TId, w: WId, out: TId, act_q8: bool) -> Result<(), GenError> {
         let (xl, sh) = self.get(x)?;
         let info = self.model.weights[w as usize].clone();
         let (n_full, k_full) = (info.shape[0], info.shape[1]);
@@ -1242,7 +1242,7 @@ impl<'a> Gen<'a> {
             }
         };
         let int4 = self.cfg.int4 && is_4bit(info.dtype);
-        let (x8, a) = self.quantized(xl)?;
+        let (x8, a) = self.quantized(xl, act_q8)?;
         let (wt, ws, planes) = self.weight_tiles(w, split, n as u32, k as u32, int4)?;
         let y = if reduce {
             let rows = self.tensors[xl as usize].rows;
@@ -1557,17 +1557,6 @@ impl<'a> Gen<'a> {
         let r = self.whole(id);
         self.sched.preset_written(r, 0);
         Ok(id)
-    }
-
-    fn attn_map(&self, heads: u64, kvh: u64, d: u64) -> AttnMap {
-        let g = heads / kvh;
-        choose_attention(
-            self.m,
-            g * u64::from(self.cfg.new_tokens),
-            u64::from(self.cfg.keys),
-            d,
-        )
-        .0
     }
 
     /// Plane of the attention work of (sequence, local KV head).

@@ -193,7 +193,6 @@ struct Plan {
     g: u32,
     stages: Vec<(Vec<usize>, Vec<Variant>)>,
     period: f64,
-    sram_max: u64,
 }
 
 /// Compiles a verified graph for the Groq target.
@@ -567,7 +566,7 @@ pub fn shardable(model: &LoweredModel, t: u32) -> Result<(), String> {
         for op in &b.ops {
             let s = |x: &u32| split.get(x).copied().unwrap_or(false);
             match op {
-                MOp::Linear { x, w, out } => {
+                MOp::Linear { x, w, out, .. } => {
                     let shape = &model.weights[*w as usize].shape;
                     if s(x) {
                         if shape[1] % t != 0 {
@@ -858,14 +857,13 @@ fn plan(
     }
     bounds.reverse();
     let mut stages = Vec::new();
-    let mut sram_max = 0;
     for (i, j) in bounds {
         let Some((_, pick, bytes)) = run(i, j) else {
             return Ok(Err(
                 "internal: a stage the partition kept does not fit".into()
             ));
         };
-        sram_max = sram_max.max(bytes);
+        let _ = bytes;
         let chosen: Vec<Variant> = pick
             .iter()
             .enumerate()
@@ -889,6 +887,5 @@ fn plan(
         g: groups,
         stages,
         period: pipe.period_cycles as f64,
-        sram_max,
     }))
 }

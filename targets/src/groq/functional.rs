@@ -702,18 +702,27 @@ impl<'a> Runner<'a> {
                 }
                 m
             }
-            VxmFn::Quantize => {
+            VxmFn::Quantize { ref_q8 } => {
                 need(2)?;
+                if exact {
+                    // The graph's own meaning: exact, or (qmatmul) 8-bit blocks of 32.
+                    if *ref_q8 && x.cols % 32 == 0 {
+                        let t = lpuc_ir::interp::Tensor::new(vec![x.rows, x.cols], x.data.clone());
+                        let q = lpuc_ir::interp::quantize_activations(&t)?;
+                        return Ok(Mat {
+                            rows: x.rows,
+                            cols: x.cols,
+                            data: q.data,
+                            inv: None,
+                        });
+                    }
+                    return Ok(x.clone());
+                }
                 let mut m = Mat::new(x.rows, x.cols);
                 for r in 0..x.rows {
                     let a = row_scalar(&s[1], r);
                     for c in 0..x.cols {
-                        let v = x.at(r, c);
-                        m.data[r * x.cols + c] = if exact {
-                            v
-                        } else {
-                            (v / a).round().clamp(-127.0, 127.0)
-                        };
+                        m.data[r * x.cols + c] = (x.at(r, c) / a).round().clamp(-127.0, 127.0);
                     }
                 }
                 m

@@ -353,8 +353,12 @@ pub enum VxmFn {
     Partial(Reduce),
     /// After the lane tree: turn the row's reduced scalar into what the next op needs.
     Finish(Finish),
-    /// fp32 row → int8 with the row's scale.
-    Quantize,
+    /// fp32 row → int8 with the row's scale. `ref_q8` records that the graph's own
+    /// meaning rounds these activations to 8-bit blocks of 32 (used by the functional
+    /// simulator's exact mode only; the LPU quantizes per row either way).
+    Quantize {
+        ref_q8: bool,
+    },
     /// `x · r · w` (RMS norm apply; `w` optional).
     NormApply {
         has_w: bool,
@@ -426,7 +430,7 @@ impl VxmFn {
             VxmFn::Dequant => 2,
             VxmFn::Partial(_) => 2,
             VxmFn::Finish(_) => 2,
-            VxmFn::Quantize => 3,
+            VxmFn::Quantize { .. } => 3,
             VxmFn::NormApply { .. } => 2,
             VxmFn::Rope { .. } => 4,
             VxmFn::ScaleMask { .. } => 3,
@@ -446,7 +450,7 @@ impl VxmFn {
             VxmFn::Dequant => "dequant",
             VxmFn::Partial(_) => "partial",
             VxmFn::Finish(_) => "finish",
-            VxmFn::Quantize => "quantize",
+            VxmFn::Quantize { .. } => "quantize",
             VxmFn::NormApply { .. } => "norm",
             VxmFn::Rope { .. } => "rope",
             VxmFn::ScaleMask { .. } => "scale_mask",
