@@ -135,18 +135,66 @@ fn busy(p: &BlockProgram, planes: usize) -> Busy {
     b
 }
 
-/// The program's resource lower bound (cycles).
-pub fn lower_bound(m: &MachineModel, p: &BlockProgram, planes: usize) -> u64 {
+/// Per-resource work of one program (cycles on its busiest unit of each kind).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Bounds {
+    /// Busiest MXM plane's install queue (installs are serial per plane).
+    pub install: u64,
+    /// Busiest plane's matmul streaming.
+    pub compute: u64,
+    /// VXM ALU-cycles / ALUs per lane.
+    pub vxm: u64,
+    /// Busiest MEM slice (read + write port cycles).
+    pub mem: u64,
+    /// Busiest C2C link.
+    pub link: u64,
+    /// Dependent C2C hops (collective phases) × hop latency.
+    pub hops: u64,
+}
+
+impl Bounds {
+    /// The largest resource term plus the unavoidable hop latency.
+    pub fn total(&self) -> u64 {
+        [self.install, self.compute, self.vxm, self.mem, self.link]
+            .into_iter()
+            .max()
+            .unwrap_or(0)
+            + self.hops
+    }
+
+    /// Name of the largest resource term.
+    pub fn binding(&self) -> &'static str {
+        let terms = [
+            (self.install, "MXM weight install"),
+            (self.compute, "MXM streaming"),
+            (self.vxm, "VXM ALUs"),
+            (self.mem, "MEM ports"),
+            (self.link, "C2C links"),
+        ];
+        terms
+            .iter()
+            .max_by_key(|(c, _)| *c)
+            .map_or("none", |(_, n)| *n)
+    }
+}
+
+/// The resource bounds of one program.
+pub fn bounds(m: &MachineModel, p: &BlockProgram, planes: usize) -> Bounds {
     let b = busy(p, planes);
     let alus = m.vxm.alus_per_lane.get().max(1);
-    let res = [
-        b.install.iter().copied().max().unwrap_or(0),
-        b.compute.iter().copied().max().unwrap_or(0),
-        b.vxm_alu.div_ceil(alus),
-        b.mem.values().copied().max().unwrap_or(0),
-        b.link.values().copied().max().unwrap_or(0),
-    ];
-    res.into_iter().max().unwrap_or(0) + p.work.c2c_hops * cost::hop_cycles(m)
+    Bounds {
+        install: b.install.iter().copied().max().unwrap_or(0),
+        compute: b.compute.iter().copied().max().unwrap_or(0),
+        vxm: b.vxm_alu.div_ceil(alus),
+        mem: b.mem.values().copied().max().unwrap_or(0),
+        link: b.link.values().copied().max().unwrap_or(0),
+        hops: p.work.c2c_hops * cost::hop_cycles(m),
+    }
+}
+
+/// The program's resource lower bound (cycles).
+pub fn lower_bound(m: &MachineModel, p: &BlockProgram, planes: usize) -> u64 {
+    bounds(m, p, planes).total()
 }
 
 /// Why the simulator refuses a program.
@@ -182,6 +230,8 @@ pub struct SimReport {
     pub tokens_per_s_aggregate: f64,
     pub lower_bound_us_per_token: f64,
     pub schedule_efficiency: f64,
+    /// The resource that bounds the slowest stage's largest block.
+    pub binding_resource: String,
     pub ttft_us: f64,
     pub latency_us: f64,
     pub slowest_stage_us: f64,
@@ -316,6 +366,18 @@ pub fn simulate(p: &LpuProgram) -> Result<SimReport, SimError> {
         let v = acc[k] * per_period / (stages * counts[k] * period);
         util.insert((*name).to_string(), (v * 1e4).round() / 1e4);
     }
+    let binding = p
+        .stages
+        .iter()
+        .zip(&stage_times)
+        .max_by_key(|(_, t)| **t)
+        .and_then(|(s, _)| {
+            s.programs
+                .iter()
+                .max_by_key(|i| p.programs[**i].makespan)
+                .map(|i| bounds(m, &p.programs[*i], planes).binding().to_string())
+        })
+        .unwrap_or_default();
     let int4 = p
         .stages
         .iter()
@@ -345,6 +407,7 @@ pub fn simulate(p: &LpuProgram) -> Result<SimReport, SimError> {
         tokens_per_s_aggregate: tok_user * p.options.batch as f64,
         lower_bound_us_per_token: us(lb.period_cycles),
         schedule_efficiency: lb.period_cycles as f64 / pipe.period_cycles.max(1) as f64,
+        binding_resource: binding,
         ttft_us: us(ttft),
         latency_us: us(pipe.latency_cycles),
         slowest_stage_us: us(pipe.slowest_stage_cycles),
@@ -381,9 +444,10 @@ pub fn render(r: &SimReport) -> String {
     );
     let _ = writeln!(
         s,
-        "lower bound: {:.2} µs per token (schedule efficiency {:.0} %)",
+        "lower bound: {:.2} µs per token (schedule efficiency {:.0} %); the slowest stage is bound by {}",
         r.lower_bound_us_per_token,
-        r.schedule_efficiency * 100.0
+        r.schedule_efficiency * 100.0,
+        r.binding_resource
     );
     let _ = writeln!(
         s,
