@@ -1134,6 +1134,7 @@ pub fn compare(p: &LpuProgram, steps: u32) -> Result<FuncReport, FuncError> {
         WeightSource::None => return Err(FuncError::NoWeights),
         WeightSource::Gguf { path } => return Err(FuncError::Gguf(path.clone())),
     };
+    super::sim::validate(p).map_err(|e| FuncError::Weights(e.to_string()))?;
     let steps = steps.max(1).min(p.options.context as u32);
     let lpu = run(p, &store, Numerics::Lpu, steps)?;
     let exact = run(p, &store, Numerics::Exact, steps)?;

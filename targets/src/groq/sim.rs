@@ -200,6 +200,8 @@ pub fn lower_bound(m: &MachineModel, p: &BlockProgram, planes: usize) -> u64 {
 /// Why the simulator refuses a program.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
+    #[error("inconsistent artifact: {0}")]
+    Corrupt(String),
     #[error("schedule rejected: {program} has {} violation(s); first: {}", violations.len(), violations.first().map(|v| v.to_string()).unwrap_or_default())]
     Rejected {
         program: String,
@@ -246,8 +248,57 @@ pub struct SimReport {
     pub decisions: Vec<String>,
 }
 
+/// Structural consistency of an artifact (it is user input: indices must be in range
+/// before anything indexes with them).
+pub fn validate(p: &LpuProgram) -> Result<(), SimError> {
+    let bad = |m: String| Err(SimError::Corrupt(m));
+    if p.stages.is_empty() {
+        return bad("no stages".into());
+    }
+    if p.prefill.len() != p.programs.len() {
+        return bad("prefill and decode programs differ in number".into());
+    }
+    if p.microbatch == 0 || p.groups == 0 || p.tp == 0 {
+        return bad("zero microbatch, groups or tensor parallelism".into());
+    }
+    for (i, s) in p.stages.iter().enumerate() {
+        if s.blocks.len() != s.programs.len() || s.int4.len() != s.blocks.len() {
+            return bad(format!(
+                "stage {i}: blocks, programs and formats differ in number"
+            ));
+        }
+        if let Some(b) = s.blocks.iter().find(|b| **b >= p.model.blocks.len()) {
+            return bad(format!("stage {i} names block {b}, which does not exist"));
+        }
+        if let Some(q) = s.programs.iter().find(|q| **q >= p.programs.len()) {
+            return bad(format!("stage {i} names program {q}, which does not exist"));
+        }
+    }
+    for (i, prog) in p.programs.iter().chain(&p.prefill).enumerate() {
+        let n = prog.tensors.len() as u32;
+        if prog
+            .inputs
+            .iter()
+            .chain(&prog.outputs)
+            .any(|(_, l)| *l >= n)
+            || prog.logits.is_some_and(|l| l >= n)
+        {
+            return bad(format!("program {i} names a tensor that does not exist"));
+        }
+        for (k, ins) in prog.instrs.iter().enumerate() {
+            if ins.srcs.iter().any(|s| s.from as usize >= k) {
+                return bad(format!(
+                    "program {i}, instruction {k}: operand from a later instruction"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks every program of the artifact; the first rejected one is an error.
 pub fn check_all(p: &LpuProgram) -> Result<usize, SimError> {
+    validate(p)?;
     let mut n = 0;
     for (what, list) in [("decode", &p.programs), ("prefill", &p.prefill)] {
         for (i, prog) in list.iter().enumerate() {
