@@ -1093,7 +1093,7 @@ impl<'a> Gen<'a> {
         n: u32,
         k: u32,
         int4: bool,
-    ) -> Result<(u32, u32, Vec<usize>), GenError> {
+    ) -> Result<(u32, u32, Vec<Vec<usize>>), GenError> {
         let info = self.model.weights[w as usize].clone();
         self.weight_slots.push(w);
         let id = self.tensors.len() as u32;
@@ -1110,14 +1110,25 @@ impl<'a> Gen<'a> {
         let kt = k.div_ceil(320);
         let rows = self.rows.max(1);
         let step = tile_cost(self.m, u64::from(rows), int4, false);
+        // Each output tile's K steps accumulate on one plane; an output narrower than
+        // the planes (a K or V projection under tensor parallelism) splits its K steps
+        // over several planes instead, and the VXM adds the partial sums.
+        let np = self.fp.planes() as u32;
+        let parts = if nt < np { (np / nt).clamp(1, kt) } else { 1 };
         let mut planes = Vec::new();
         for j in 0..nt {
-            // Least-loaded plane takes the whole output tile (all its K steps).
-            let p = (0..self.fp.planes())
-                .min_by_key(|p| (self.plane_load[*p], *p))
-                .unwrap_or(0);
-            self.plane_load[p] += step * u64::from(kt);
-            planes.push(p);
+            let mut per_i = vec![0usize; kt as usize];
+            for part in 0..parts {
+                let (a, b) = (part * kt / parts, (part + 1) * kt / parts);
+                let p = (0..self.fp.planes())
+                    .min_by_key(|p| (self.plane_load[*p], *p))
+                    .unwrap_or(0);
+                self.plane_load[p] += step * u64::from(b - a);
+                for x in &mut per_i[a as usize..b as usize] {
+                    *x = p;
+                }
+            }
+            planes.push(per_i.clone());
             for i in 0..kt {
                 let nn = (n - j * 320).min(320);
                 let kk = (k - i * 320).min(320);
@@ -1132,7 +1143,7 @@ impl<'a> Gen<'a> {
                 let per = vectors.div_ceil(16) as u32;
                 let (slices, bank, addr) = self
                     .alloc
-                    .weight_group(self.fp, p, 16, per)
+                    .weight_group(self.fp, per_i[i as usize], 16, per)
                     .ok_or_else(|| self.full(&info.name, u64::from(per)))?;
                 self.tensors[id as usize].place.push(Placement {
                     region: Region::rows(id, j * 320, nn, i * 320, kk),
@@ -1252,23 +1263,38 @@ impl<'a> Gen<'a> {
         };
         let rows = self.tensors[xl as usize].rows;
         let kt = (k as u32).div_ceil(320) as usize;
-        let nt = planes.len();
-        // Emit K steps round-robin over output tiles so planes start together.
-        let mut order: Vec<(usize, usize)> = Vec::new();
-        for i in 0..kt {
-            for j in 0..nt {
-                order.push((j, i));
+        // Units: (output tile, K range) accumulated on one plane.
+        let mut units: Vec<(usize, usize, usize, usize)> = Vec::new(); // (j, i0, i1, plane)
+        for (j, per_i) in planes.iter().enumerate() {
+            let mut a = 0;
+            for i in 1..=kt {
+                if i == kt || per_i[i] != per_i[a] {
+                    units.push((j, a, i, per_i[a]));
+                    a = i;
+                }
             }
         }
-        order.sort_by_key(|&(j, i)| {
-            // Tiles of one plane in (j, i) order; interleave planes.
-            let p = planes[j];
-            let rank = planes[..j].iter().filter(|q| **q == p).count();
-            (rank * kt + i, p)
+        let parts_of = |j: usize| units.iter().filter(|u| u.0 == j).count();
+        // Emit K steps interleaved over planes so the planes start together.
+        let mut order: Vec<(usize, usize)> = Vec::new(); // (unit, i)
+        for (u, unit) in units.iter().enumerate() {
+            for i in unit.1..unit.2 {
+                order.push((u, i));
+            }
+        }
+        order.sort_by_key(|&(u, i)| {
+            let p = units[u].3;
+            let before: usize = units[..u]
+                .iter()
+                .filter(|x| x.3 == p)
+                .map(|x| x.2 - x.1)
+                .sum();
+            (before + i - units[u].1, p)
         });
+        let mut partials: HashMap<usize, Vec<Region>> = HashMap::new();
         let mut buf = vec![0u8; self.fp.planes()];
-        for (j, i) in order {
-            let p = planes[j];
+        for (u, i) in order {
+            let (j, i0, i1, p) = units[u];
             let b = buf[p];
             buf[p] ^= 1;
             let idx = j * kt + i;
@@ -1289,8 +1315,8 @@ impl<'a> Gen<'a> {
                     plane: p as u8,
                     buf: b,
                     ty: MxmType::Int8,
-                    first: i == 0,
-                    last: i + 1 == kt,
+                    first: i == i0,
+                    last: i + 1 == i1,
                     install: 0,
                 },
                 u64::from(rows),
@@ -1299,7 +1325,7 @@ impl<'a> Gen<'a> {
             let mi = c.push(mm);
             c.link(xi, mi, 1);
             self.work.mxm_cycles[p] += u64::from(rows);
-            if i + 1 == kt {
+            if i + 1 == i1 {
                 let vx = self.fp.vxm_pos;
                 let nn = (n as u32 - j as u32 * 320).min(320);
                 let dq = self.vxm(VxmFn::Dequant, u64::from(rows));
@@ -1311,11 +1337,26 @@ impl<'a> Gen<'a> {
                 let sr = Region::rows(ws, 0, 1, j as u32 * 320, nn);
                 let si = c.push(self.read(sr, vx));
                 c.link(si, di, 4);
-                let yr = Region::rows(y, 0, rows, j as u32 * 320, nn);
+                let yr = if parts_of(j) > 1 {
+                    let t = self.temp("kpart", Elem::F32, rows, nn)?;
+                    let r = self.whole(t);
+                    partials.entry(j).or_default().push(r);
+                    r
+                } else {
+                    Region::rows(y, 0, rows, j as u32 * 320, nn)
+                };
                 let wi = c.push(self.write(yr, vx));
                 c.link(di, wi, 4);
+                self.place(c);
+                // All K ranges of this output tile done: add the partial sums.
+                if partials.get(&j).is_some_and(|v| v.len() == parts_of(j)) {
+                    let ins = partials.remove(&j).unwrap_or_default();
+                    let yr = Region::rows(y, 0, rows, j as u32 * 320, nn);
+                    self.ew(VxmFn::AddN(ins.len() as u32), &ins, yr);
+                }
+            } else {
+                self.place(c);
             }
-            self.place(c);
         }
         if reduce {
             let yo = self.new_act(out, "allreduce", Shard::Rep)?;

@@ -848,6 +848,16 @@ impl<'a> Runner<'a> {
                 }
             }
             VxmFn::Copy | VxmFn::DequantRows => map(&|a| a),
+            VxmFn::AddN(n) => {
+                need(*n as usize)?;
+                let mut m = Mat::new(x.rows, x.cols);
+                for part in &s[..*n as usize] {
+                    for (i, v) in part.data.iter().enumerate() {
+                        m.data[i] += v;
+                    }
+                }
+                m
+            }
             VxmFn::Sum(n) => {
                 let n = *n as usize;
                 need(n)?;

@@ -392,8 +392,10 @@ pub enum VxmFn {
     Scale(f32),
     /// Round to fp16 (KV cache, attention operands, collectives).
     ToF16,
-    /// Sum of `n` inputs (all-reduce).
+    /// Sum of `n` inputs (all-reduce; fp16 payloads, summed in rank order).
     Sum(u32),
+    /// Sum of `n` fp32 partial results (a matmul's K ranges split over planes).
+    AddN(u32),
     /// int8 rows with a per-row scale → fp32 (embedding rows).
     DequantRows,
     /// Pass-through (a copy through the VXM).
@@ -439,7 +441,7 @@ impl VxmFn {
             VxmFn::SwiGlu => 4,
             VxmFn::Add | VxmFn::Mul | VxmFn::Scale(_) | VxmFn::ToF16 | VxmFn::Copy => 1,
             VxmFn::Silu => 3,
-            VxmFn::Sum(n) => u64::from(n.saturating_sub(1).max(1)),
+            VxmFn::Sum(n) | VxmFn::AddN(n) => u64::from(n.saturating_sub(1).max(1)),
             VxmFn::DequantRows => 1,
         }
     }
@@ -463,6 +465,7 @@ impl VxmFn {
             VxmFn::Scale(_) => "scale",
             VxmFn::ToF16 => "to_f16",
             VxmFn::Sum(_) => "sum",
+            VxmFn::AddN(_) => "add_n",
             VxmFn::DequantRows => "dequant_rows",
             VxmFn::Copy => "copy",
         }
