@@ -42,8 +42,10 @@ def main():
         if r.returncode:
             sys.exit(r.stderr)
         size = model.split("-")[-1]
-        for w in ["int4", "int8"]:
+        for w in ["int4", "int8", "auto"]:
             budgets = ["auto"] + [str(b) for b in BUDGETS[size]]
+            if w == "auto":
+                budgets = ["576"]
             seen = set()
             for chips in budgets:
                 best = None

@@ -568,7 +568,13 @@ impl<'a> Gen<'a> {
 
     /// Resolves a conflict between nodes `i` and `j` of a chain: re-place a written
     /// tensor that holds nothing yet, else copy a read operand to fresh slices.
-    fn relocate(&mut self, c: &mut Chain, i: usize, j: usize) -> bool {
+    fn relocate(
+        &mut self,
+        c: &mut Chain,
+        i: usize,
+        j: usize,
+        after: &mut Vec<(Region, Region)>,
+    ) -> bool {
         for k in [j, i] {
             let Op::MemWrite { data, .. } = &c.nodes[k].op else {
                 continue;
@@ -600,7 +606,10 @@ impl<'a> Gen<'a> {
             if d.place.len() != 1 {
                 continue;
             }
-            let avoid = Self::chain_slices(c, k);
+            // Not on the chain's other slices, nor on the source's own (the copy
+            // reads one while it writes the other).
+            let mut avoid = Self::chain_slices(c, k);
+            avoid.extend(d.place[0].at.slices.iter().copied());
             let vectors = d.place[0].vectors;
             let Some((slices, bank, addr)) =
                 self.alloc
@@ -647,6 +656,56 @@ impl<'a> Gen<'a> {
             data.tensor = id;
             let (new, _) = self.at_of(data, at.partner);
             *at = new;
+            return true;
+        }
+        // A write into a tensor that already holds data: write to a fresh temporary
+        // instead and copy it into place afterwards.
+        for k in [j, i] {
+            let Op::MemWrite {
+                data,
+                peer_block: None,
+                ..
+            } = &c.nodes[k].op
+            else {
+                continue;
+            };
+            let data = *data;
+            let d = self.tensors[data.tensor as usize].clone();
+            let mut avoid = Self::chain_slices(c, k);
+            avoid.extend(d.place.iter().flat_map(|p| p.at.slices.iter().copied()));
+            let vectors = data.rows.max(1) * data.cols.div_ceil(320).max(1);
+            let Some((slices, bank, addr)) =
+                self.alloc
+                    .act_group(self.fp, d.elem.bytes() as usize, vectors, &avoid)
+            else {
+                continue;
+            };
+            let id = self.tensors.len() as u32;
+            self.tensors.push(TensorDecl {
+                name: format!("{}.staged", d.name),
+                kind: TensorKind::Temp,
+                elem: d.elem,
+                rows: data.rows,
+                cols: data.cols,
+                place: vec![Placement {
+                    region: Region::rows(id, 0, data.rows, 0, data.cols),
+                    at: MemAt {
+                        slices,
+                        bank,
+                        addr,
+                        partner: 0,
+                    },
+                    vectors,
+                }],
+            });
+            let staged = Region::rows(id, 0, data.rows, 0, data.cols);
+            let Op::MemWrite { at, data: dd, .. } = &mut c.nodes[k].op else {
+                return false;
+            };
+            *dd = staged;
+            let (new, _) = self.at_of(&staged, at.partner);
+            *at = new;
+            after.push((staged, data));
             return true;
         }
         false
@@ -746,6 +805,8 @@ impl<'a> Gen<'a> {
         // Operands of one rigid chain meet at one time: two of them on one slice (or a
         // read and a write on one slice and bank) can never be placed. Move one.
         c.nodes = super::sched::topo(std::mem::take(&mut c.nodes));
+        // Copies to place once the chain is placed (redirected writes).
+        let mut after: Vec<(Region, Region)> = Vec::new();
         for _ in 0..16 {
             let solved = self.sched.solve(c.clone());
             let Some(conf) = super::sched::self_conflict(self.fp, &solved) else {
@@ -754,17 +815,32 @@ impl<'a> Gen<'a> {
             let Some((i, j)) = conf.nodes else {
                 break;
             };
-            if !self.relocate(&mut c, i, j) {
+            if !self.relocate(&mut c, i, j, &mut after) {
                 break;
             }
         }
-        match self.sched.place(c, 0) {
+        let first = match self.sched.place(c, 0) {
             Ok(i) => i,
             Err(e) => {
                 self.failed = Some(e);
-                0
+                return 0;
+            }
+        };
+        for (from, to) in after {
+            let vx = self.fp.vxm_pos;
+            let mut cc = Chain::default();
+            let w = self.width(from.tensor);
+            let ri = cc.push(self.read(from, vx));
+            let v = self.vxm(VxmFn::Copy, Self::vectors(&from));
+            let vi = cc.push(v);
+            cc.link(ri, vi, w);
+            let wi = cc.push(self.write(to, vx));
+            cc.link(vi, wi, self.width(to.tensor));
+            if let Err(e) = self.sched.place(cc, 0) {
+                self.failed = Some(e);
             }
         }
+        first
     }
 
     /// `reads → f → write`, all on the VXM.

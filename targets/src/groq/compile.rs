@@ -479,11 +479,12 @@ pub fn compile(
             };
             match progs.get(block, &cfg) {
                 Ok(i) => out.push(progs.list[i].clone()),
-                Err(CompileError::Gen {
-                    err: GenError::Full { what, .. },
-                    ..
-                }) => {
-                    full = Some(what);
+                // Too large a chunk fills SRAM or crowds slices: halve it.
+                Err(CompileError::Gen { err, .. }) => {
+                    full = Some(match err {
+                        GenError::Full { what, .. } => what,
+                        e => e.to_string(),
+                    });
                     break;
                 }
                 Err(e) => return Err(e),
@@ -718,15 +719,17 @@ fn plan(
             };
             match progs.variant(b, &cfg) {
                 Ok(x) => v.push(x),
-                // One chip cannot even place this block's own tensors: try the other
-                // format; if none places, the candidate does not fit.
-                Err(CompileError::Gen {
-                    err: GenError::Full { what, .. },
-                    ..
-                }) => {
+                // This candidate cannot generate the block (it does not place on one
+                // chip, or cannot be scheduled): try the other format; if none works,
+                // the candidate is out and the search goes on.
+                Err(CompileError::Gen { err, .. }) => {
                     if v.is_empty() && int4 == *fmts_last(&fmts) {
+                        let why = match err {
+                            GenError::Full { what, .. } => format!("SRAM full placing {what}"),
+                            e => e.to_string(),
+                        };
                         return Ok(Err(format!(
-                            "{} does not place on one chip of {tp} ({what})",
+                            "{} does not place on one chip of {tp} ({why})",
                             block_name(progs.model.blocks[b].kind)
                         )));
                     }
