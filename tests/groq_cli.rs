@@ -279,3 +279,18 @@ fn sim_errors_are_clear() {
     let o = lpuc(&["sim", &d.p("nope.lpu")]);
     assert!(err(&o).contains("cannot read"), "{}", err(&o));
 }
+
+#[test]
+fn sim_machine_prints_the_model_with_sources() {
+    let o = lpuc(&["sim", "--machine"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let s = out(&o);
+    assert!(s.contains("machine profile v1"), "{s}");
+    assert!(s.contains("737.28 TOPS"), "{s}");
+    let o = lpuc(&["sim", "--machine", "--profile", "v2-whatif"]);
+    assert!(out(&o).contains("WHAT-IF"), "{}", out(&o));
+    // Without --machine an artifact is required.
+    let o = lpuc(&["sim"]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("<FILE>"), "{}", err(&o));
+}

@@ -8,7 +8,14 @@ use std::path::PathBuf;
 #[derive(ClapArgs)]
 pub struct Args {
     /// The .lpu artifact from `lpuc compile --target groq`.
-    file: PathBuf,
+    #[arg(required_unless_present = "machine")]
+    file: Option<PathBuf>,
+    /// Print the machine model (every parameter with its source, derived peaks) instead.
+    #[arg(long)]
+    machine: bool,
+    /// Profile for `--machine`: a built-in name or a .toml file.
+    #[arg(long, default_value = "v1")]
+    profile: String,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -22,15 +29,21 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> super::CliResult {
-    let bytes = std::fs::read(&a.file)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", a.file.display()))?;
+    if a.machine {
+        let m = super::compile::load_profile(&a.profile)?;
+        print!("{}", lpuc_targets::groq::report::render(&m));
+        return Ok(());
+    }
+    let file = a.file.unwrap_or_default();
+    let bytes =
+        std::fs::read(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
     let prog: LpuProgram = lpuc_ir::artifact::decode(super::compile::KIND, &bytes)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
-    let report = sim::simulate(&prog).map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let report = sim::simulate(&prog).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let func = if a.functional {
         Some(
             functional::compare(&prog, a.steps)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?,
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
         )
     } else {
         None

@@ -251,3 +251,30 @@ fn unsupported_forms_are_rejected_with_the_value() {
         "%3 = tensor.transpose: transpose [0, 2, 1] is supported only as the head-first view [0, 2, 1, 3] of split rows, or [0, 1, 3, 2] of a KV cache"
     );
 }
+
+/// The pass pipeline's own `--target groq` output (qmatmul, rms_norm with a scale,
+/// swiglu, flash_attention, `tile.*` and `mem.*` annotations) compiles, and its
+/// schedule computes the graph's meaning: in the exact mode bit for bit (the graph's
+/// qmatmul rounds activations to 8-bit blocks, which the exact mode reproduces), and
+/// within the quantization tolerance with the LPU's numerics.
+#[test]
+fn the_groq_pass_pipeline_output_compiles_and_matches() {
+    let mut g = tiny();
+    let pm = lpuc_passes::PassManager::default_for(lpuc_passes::TargetKind::Groq);
+    pm.run(&mut g, &mut std::io::sink()).unwrap();
+    let names: Vec<&str> = g.values().iter().map(|v| g.op(*v).name()).collect();
+    assert!(names.contains(&"tensor.flash_attention") && names.contains(&"tensor.qmatmul"));
+    let o = CompileOptions {
+        chips: None,
+        tp: Some(2),
+        batch: 2,
+        context: 128,
+        weights: WeightMode::Auto,
+        prompt: 8,
+    };
+    let p = compile::compile(&g, &MachineModel::v1(), &o).unwrap();
+    let r = functional::compare(&p, 4).unwrap();
+    assert_eq!(r.exact_max_abs_diff, 0.0, "{r:?}");
+    assert!(r.max_rel_diff <= 0.05, "{}", r.max_rel_diff);
+    assert!(r.top1_agreement >= 0.99);
+}

@@ -143,3 +143,16 @@ fn auto_weights_mix_formats_only_when_int8_does_not_fit() {
         "int8 everywhere when it fits"
     );
 }
+
+/// Regression: a 7B layer's prefill chunk once needed a copy whose own slices collided
+/// (the relocation now avoids the slices it copies from), and a failing candidate
+/// aborted the search instead of being dropped.
+#[test]
+fn llama2_7b_compiles_for_every_weight_mode() {
+    let g = graph("llama2-7b");
+    let m = MachineModel::v1();
+    for w in [WeightMode::Int4, WeightMode::Int8, WeightMode::Auto] {
+        let p = compile::compile(&g, &m, &opts(None, 1, w, 2048)).unwrap();
+        sim::simulate(&p).unwrap();
+    }
+}

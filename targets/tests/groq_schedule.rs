@@ -265,3 +265,14 @@ fn the_simulator_refuses_to_time_a_rejected_schedule() {
     );
     assert!(e.contains("late operand"), "{e}");
 }
+
+#[test]
+fn an_inconsistent_artifact_is_refused_not_indexed() {
+    let mut p = program(1, WeightMode::Int8);
+    p.stages[0].programs[0] = 99;
+    let e = sim::simulate(&p).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "inconsistent artifact: stage 0 names program 99, which does not exist"
+    );
+}

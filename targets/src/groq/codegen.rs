@@ -359,7 +359,7 @@ struct Gen<'a> {
     alloc: Alloc,
     work: Work,
     acts: HashMap<TId, (u32, Shard)>,
-    quant: HashMap<u32, (u32, u32)>,
+    quant: HashMap<(u32, bool), (u32, u32)>,
     plane_load: Vec<Cycles>,
     weight_slots: Vec<WId>,
     cache_slots: Vec<u32>,
@@ -568,7 +568,13 @@ impl<'a> Gen<'a> {
 
     /// Resolves a conflict between nodes `i` and `j` of a chain: re-place a written
     /// tensor that holds nothing yet, else copy a read operand to fresh slices.
-    fn relocate(&mut self, c: &mut Chain, i: usize, j: usize) -> bool {
+    fn relocate(
+        &mut self,
+        c: &mut Chain,
+        i: usize,
+        j: usize,
+        after: &mut Vec<(Region, Region)>,
+    ) -> bool {
         for k in [j, i] {
             let Op::MemWrite { data, .. } = &c.nodes[k].op else {
                 continue;
@@ -600,7 +606,10 @@ impl<'a> Gen<'a> {
             if d.place.len() != 1 {
                 continue;
             }
-            let avoid = Self::chain_slices(c, k);
+            // Not on the chain's other slices, nor on the source's own (the copy
+            // reads one while it writes the other).
+            let mut avoid = Self::chain_slices(c, k);
+            avoid.extend(d.place[0].at.slices.iter().copied());
             let vectors = d.place[0].vectors;
             let Some((slices, bank, addr)) =
                 self.alloc
@@ -647,6 +656,56 @@ impl<'a> Gen<'a> {
             data.tensor = id;
             let (new, _) = self.at_of(data, at.partner);
             *at = new;
+            return true;
+        }
+        // A write into a tensor that already holds data: write to a fresh temporary
+        // instead and copy it into place afterwards.
+        for k in [j, i] {
+            let Op::MemWrite {
+                data,
+                peer_block: None,
+                ..
+            } = &c.nodes[k].op
+            else {
+                continue;
+            };
+            let data = *data;
+            let d = self.tensors[data.tensor as usize].clone();
+            let mut avoid = Self::chain_slices(c, k);
+            avoid.extend(d.place.iter().flat_map(|p| p.at.slices.iter().copied()));
+            let vectors = data.rows.max(1) * data.cols.div_ceil(320).max(1);
+            let Some((slices, bank, addr)) =
+                self.alloc
+                    .act_group(self.fp, d.elem.bytes() as usize, vectors, &avoid)
+            else {
+                continue;
+            };
+            let id = self.tensors.len() as u32;
+            self.tensors.push(TensorDecl {
+                name: format!("{}.staged", d.name),
+                kind: TensorKind::Temp,
+                elem: d.elem,
+                rows: data.rows,
+                cols: data.cols,
+                place: vec![Placement {
+                    region: Region::rows(id, 0, data.rows, 0, data.cols),
+                    at: MemAt {
+                        slices,
+                        bank,
+                        addr,
+                        partner: 0,
+                    },
+                    vectors,
+                }],
+            });
+            let staged = Region::rows(id, 0, data.rows, 0, data.cols);
+            let Op::MemWrite { at, data: dd, .. } = &mut c.nodes[k].op else {
+                return false;
+            };
+            *dd = staged;
+            let (new, _) = self.at_of(&staged, at.partner);
+            *at = new;
+            after.push((staged, data));
             return true;
         }
         false
@@ -746,6 +805,8 @@ impl<'a> Gen<'a> {
         // Operands of one rigid chain meet at one time: two of them on one slice (or a
         // read and a write on one slice and bank) can never be placed. Move one.
         c.nodes = super::sched::topo(std::mem::take(&mut c.nodes));
+        // Copies to place once the chain is placed (redirected writes).
+        let mut after: Vec<(Region, Region)> = Vec::new();
         for _ in 0..16 {
             let solved = self.sched.solve(c.clone());
             let Some(conf) = super::sched::self_conflict(self.fp, &solved) else {
@@ -754,17 +815,32 @@ impl<'a> Gen<'a> {
             let Some((i, j)) = conf.nodes else {
                 break;
             };
-            if !self.relocate(&mut c, i, j) {
+            if !self.relocate(&mut c, i, j, &mut after) {
                 break;
             }
         }
-        match self.sched.place(c, 0) {
+        let first = match self.sched.place(c, 0) {
             Ok(i) => i,
             Err(e) => {
                 self.failed = Some(e);
-                0
+                return 0;
+            }
+        };
+        for (from, to) in after {
+            let vx = self.fp.vxm_pos;
+            let mut cc = Chain::default();
+            let w = self.width(from.tensor);
+            let ri = cc.push(self.read(from, vx));
+            let v = self.vxm(VxmFn::Copy, Self::vectors(&from));
+            let vi = cc.push(v);
+            cc.link(ri, vi, w);
+            let wi = cc.push(self.write(to, vx));
+            cc.link(vi, wi, self.width(to.tensor));
+            if let Err(e) = self.sched.place(cc, 0) {
+                self.failed = Some(e);
             }
         }
+        first
     }
 
     /// `reads → f → write`, all on the VXM.
@@ -886,7 +962,7 @@ impl<'a> Gen<'a> {
                 let yr = self.whole(y);
                 self.ew(VxmFn::NormApply { has_w: w.is_some() }, &ins, yr);
             }
-            MOp::Linear { x, w, out } => self.linear(*x, *w, *out)?,
+            MOp::Linear { x, w, out, act_q8 } => self.linear(*x, *w, *out, *act_q8)?,
             MOp::Rope {
                 x,
                 heads,
@@ -1067,8 +1143,8 @@ impl<'a> Gen<'a> {
     }
 
     /// Row-quantized int8 copy of an activation (shared by every matmul reading it).
-    fn quantized(&mut self, xl: u32) -> Result<(u32, u32), GenError> {
-        if let Some(q) = self.quant.get(&xl) {
+    fn quantized(&mut self, xl: u32, ref_q8: bool) -> Result<(u32, u32), GenError> {
+        if let Some(q) = self.quant.get(&(xl, ref_q8)) {
             return Ok(*q);
         }
         let (rows, cols) = {
@@ -1079,8 +1155,8 @@ impl<'a> Gen<'a> {
         let x8 = self.temp("q8", Elem::I8, rows, cols)?;
         let (xr, ar, qr) = (self.whole(xl), self.whole(a), self.whole(x8));
         self.reduce(xr, Reduce::AbsMax, Reduce::Max, Finish::Int8Scale, ar);
-        self.ew(VxmFn::Quantize, &[xr, ar], qr);
-        self.quant.insert(xl, (x8, a));
+        self.ew(VxmFn::Quantize { ref_q8 }, &[xr, ar], qr);
+        self.quant.insert((xl, ref_q8), (x8, a));
         Ok((x8, a))
     }
 
@@ -1093,7 +1169,7 @@ impl<'a> Gen<'a> {
         n: u32,
         k: u32,
         int4: bool,
-    ) -> Result<(u32, u32, Vec<usize>), GenError> {
+    ) -> Result<(u32, u32, Vec<Vec<usize>>), GenError> {
         let info = self.model.weights[w as usize].clone();
         self.weight_slots.push(w);
         let id = self.tensors.len() as u32;
@@ -1110,14 +1186,25 @@ impl<'a> Gen<'a> {
         let kt = k.div_ceil(320);
         let rows = self.rows.max(1);
         let step = tile_cost(self.m, u64::from(rows), int4, false);
+        // Each output tile's K steps accumulate on one plane; an output narrower than
+        // the planes (a K or V projection under tensor parallelism) splits its K steps
+        // over several planes instead, and the VXM adds the partial sums.
+        let np = self.fp.planes() as u32;
+        let parts = if nt < np { (np / nt).clamp(1, kt) } else { 1 };
         let mut planes = Vec::new();
         for j in 0..nt {
-            // Least-loaded plane takes the whole output tile (all its K steps).
-            let p = (0..self.fp.planes())
-                .min_by_key(|p| (self.plane_load[*p], *p))
-                .unwrap_or(0);
-            self.plane_load[p] += step * u64::from(kt);
-            planes.push(p);
+            let mut per_i = vec![0usize; kt as usize];
+            for part in 0..parts {
+                let (a, b) = (part * kt / parts, (part + 1) * kt / parts);
+                let p = (0..self.fp.planes())
+                    .min_by_key(|p| (self.plane_load[*p], *p))
+                    .unwrap_or(0);
+                self.plane_load[p] += step * u64::from(b - a);
+                for x in &mut per_i[a as usize..b as usize] {
+                    *x = p;
+                }
+            }
+            planes.push(per_i.clone());
             for i in 0..kt {
                 let nn = (n - j * 320).min(320);
                 let kk = (k - i * 320).min(320);
@@ -1132,7 +1219,7 @@ impl<'a> Gen<'a> {
                 let per = vectors.div_ceil(16) as u32;
                 let (slices, bank, addr) = self
                     .alloc
-                    .weight_group(self.fp, p, 16, per)
+                    .weight_group(self.fp, per_i[i as usize], 16, per)
                     .ok_or_else(|| self.full(&info.name, u64::from(per)))?;
                 self.tensors[id as usize].place.push(Placement {
                     region: Region::rows(id, j * 320, nn, i * 320, kk),
@@ -1225,7 +1312,7 @@ impl<'a> Gen<'a> {
         ii
     }
 
-    fn linear(&mut self, x: TId, w: WId, out: TId) -> Result<(), GenError> {
+    fn linear(&mut self, x: TId, w: WId, out: TId, act_q8: bool) -> Result<(), GenError> {
         let (xl, sh) = self.get(x)?;
         let info = self.model.weights[w as usize].clone();
         let (n_full, k_full) = (info.shape[0], info.shape[1]);
@@ -1242,7 +1329,7 @@ impl<'a> Gen<'a> {
             }
         };
         let int4 = self.cfg.int4 && is_4bit(info.dtype);
-        let (x8, a) = self.quantized(xl)?;
+        let (x8, a) = self.quantized(xl, act_q8)?;
         let (wt, ws, planes) = self.weight_tiles(w, split, n as u32, k as u32, int4)?;
         let y = if reduce {
             let rows = self.tensors[xl as usize].rows;
@@ -1252,23 +1339,38 @@ impl<'a> Gen<'a> {
         };
         let rows = self.tensors[xl as usize].rows;
         let kt = (k as u32).div_ceil(320) as usize;
-        let nt = planes.len();
-        // Emit K steps round-robin over output tiles so planes start together.
-        let mut order: Vec<(usize, usize)> = Vec::new();
-        for i in 0..kt {
-            for j in 0..nt {
-                order.push((j, i));
+        // Units: (output tile, K range) accumulated on one plane.
+        let mut units: Vec<(usize, usize, usize, usize)> = Vec::new(); // (j, i0, i1, plane)
+        for (j, per_i) in planes.iter().enumerate() {
+            let mut a = 0;
+            for i in 1..=kt {
+                if i == kt || per_i[i] != per_i[a] {
+                    units.push((j, a, i, per_i[a]));
+                    a = i;
+                }
             }
         }
-        order.sort_by_key(|&(j, i)| {
-            // Tiles of one plane in (j, i) order; interleave planes.
-            let p = planes[j];
-            let rank = planes[..j].iter().filter(|q| **q == p).count();
-            (rank * kt + i, p)
+        let parts_of = |j: usize| units.iter().filter(|u| u.0 == j).count();
+        // Emit K steps interleaved over planes so the planes start together.
+        let mut order: Vec<(usize, usize)> = Vec::new(); // (unit, i)
+        for (u, unit) in units.iter().enumerate() {
+            for i in unit.1..unit.2 {
+                order.push((u, i));
+            }
+        }
+        order.sort_by_key(|&(u, i)| {
+            let p = units[u].3;
+            let before: usize = units[..u]
+                .iter()
+                .filter(|x| x.3 == p)
+                .map(|x| x.2 - x.1)
+                .sum();
+            (before + i - units[u].1, p)
         });
+        let mut partials: HashMap<usize, Vec<Region>> = HashMap::new();
         let mut buf = vec![0u8; self.fp.planes()];
-        for (j, i) in order {
-            let p = planes[j];
+        for (u, i) in order {
+            let (j, i0, i1, p) = units[u];
             let b = buf[p];
             buf[p] ^= 1;
             let idx = j * kt + i;
@@ -1289,8 +1391,8 @@ impl<'a> Gen<'a> {
                     plane: p as u8,
                     buf: b,
                     ty: MxmType::Int8,
-                    first: i == 0,
-                    last: i + 1 == kt,
+                    first: i == i0,
+                    last: i + 1 == i1,
                     install: 0,
                 },
                 u64::from(rows),
@@ -1299,7 +1401,7 @@ impl<'a> Gen<'a> {
             let mi = c.push(mm);
             c.link(xi, mi, 1);
             self.work.mxm_cycles[p] += u64::from(rows);
-            if i + 1 == kt {
+            if i + 1 == i1 {
                 let vx = self.fp.vxm_pos;
                 let nn = (n as u32 - j as u32 * 320).min(320);
                 let dq = self.vxm(VxmFn::Dequant, u64::from(rows));
@@ -1311,11 +1413,26 @@ impl<'a> Gen<'a> {
                 let sr = Region::rows(ws, 0, 1, j as u32 * 320, nn);
                 let si = c.push(self.read(sr, vx));
                 c.link(si, di, 4);
-                let yr = Region::rows(y, 0, rows, j as u32 * 320, nn);
+                let yr = if parts_of(j) > 1 {
+                    let t = self.temp("kpart", Elem::F32, rows, nn)?;
+                    let r = self.whole(t);
+                    partials.entry(j).or_default().push(r);
+                    r
+                } else {
+                    Region::rows(y, 0, rows, j as u32 * 320, nn)
+                };
                 let wi = c.push(self.write(yr, vx));
                 c.link(di, wi, 4);
+                self.place(c);
+                // All K ranges of this output tile done: add the partial sums.
+                if partials.get(&j).is_some_and(|v| v.len() == parts_of(j)) {
+                    let ins = partials.remove(&j).unwrap_or_default();
+                    let yr = Region::rows(y, 0, rows, j as u32 * 320, nn);
+                    self.ew(VxmFn::AddN(ins.len() as u32), &ins, yr);
+                }
+            } else {
+                self.place(c);
             }
-            self.place(c);
         }
         if reduce {
             let yo = self.new_act(out, "allreduce", Shard::Rep)?;
@@ -1557,17 +1674,6 @@ impl<'a> Gen<'a> {
         let r = self.whole(id);
         self.sched.preset_written(r, 0);
         Ok(id)
-    }
-
-    fn attn_map(&self, heads: u64, kvh: u64, d: u64) -> AttnMap {
-        let g = heads / kvh;
-        choose_attention(
-            self.m,
-            g * u64::from(self.cfg.new_tokens),
-            u64::from(self.cfg.keys),
-            d,
-        )
-        .0
     }
 
     /// Plane of the attention work of (sequence, local KV head).

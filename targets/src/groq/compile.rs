@@ -193,7 +193,6 @@ struct Plan {
     g: u32,
     stages: Vec<(Vec<usize>, Vec<Variant>)>,
     period: f64,
-    sram_max: u64,
 }
 
 /// Compiles a verified graph for the Groq target.
@@ -480,11 +479,12 @@ pub fn compile(
             };
             match progs.get(block, &cfg) {
                 Ok(i) => out.push(progs.list[i].clone()),
-                Err(CompileError::Gen {
-                    err: GenError::Full { what, .. },
-                    ..
-                }) => {
-                    full = Some(what);
+                // Too large a chunk fills SRAM or crowds slices: halve it.
+                Err(CompileError::Gen { err, .. }) => {
+                    full = Some(match err {
+                        GenError::Full { what, .. } => what,
+                        e => e.to_string(),
+                    });
                     break;
                 }
                 Err(e) => return Err(e),
@@ -567,7 +567,7 @@ pub fn shardable(model: &LoweredModel, t: u32) -> Result<(), String> {
         for op in &b.ops {
             let s = |x: &u32| split.get(x).copied().unwrap_or(false);
             match op {
-                MOp::Linear { x, w, out } => {
+                MOp::Linear { x, w, out, .. } => {
                     let shape = &model.weights[*w as usize].shape;
                     if s(x) {
                         if shape[1] % t != 0 {
@@ -719,15 +719,17 @@ fn plan(
             };
             match progs.variant(b, &cfg) {
                 Ok(x) => v.push(x),
-                // One chip cannot even place this block's own tensors: try the other
-                // format; if none places, the candidate does not fit.
-                Err(CompileError::Gen {
-                    err: GenError::Full { what, .. },
-                    ..
-                }) => {
+                // This candidate cannot generate the block (it does not place on one
+                // chip, or cannot be scheduled): try the other format; if none works,
+                // the candidate is out and the search goes on.
+                Err(CompileError::Gen { err, .. }) => {
                     if v.is_empty() && int4 == *fmts_last(&fmts) {
+                        let why = match err {
+                            GenError::Full { what, .. } => format!("SRAM full placing {what}"),
+                            e => e.to_string(),
+                        };
                         return Ok(Err(format!(
-                            "{} does not place on one chip of {tp} ({what})",
+                            "{} does not place on one chip of {tp} ({why})",
                             block_name(progs.model.blocks[b].kind)
                         )));
                     }
@@ -858,14 +860,13 @@ fn plan(
     }
     bounds.reverse();
     let mut stages = Vec::new();
-    let mut sram_max = 0;
     for (i, j) in bounds {
         let Some((_, pick, bytes)) = run(i, j) else {
             return Ok(Err(
                 "internal: a stage the partition kept does not fit".into()
             ));
         };
-        sram_max = sram_max.max(bytes);
+        let _ = bytes;
         let chosen: Vec<Variant> = pick
             .iter()
             .enumerate()
@@ -889,6 +890,5 @@ fn plan(
         g: groups,
         stages,
         period: pipe.period_cycles as f64,
-        sram_max,
     }))
 }

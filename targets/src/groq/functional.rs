@@ -702,18 +702,27 @@ impl<'a> Runner<'a> {
                 }
                 m
             }
-            VxmFn::Quantize => {
+            VxmFn::Quantize { ref_q8 } => {
                 need(2)?;
+                if exact {
+                    // The graph's own meaning: exact, or (qmatmul) 8-bit blocks of 32.
+                    if *ref_q8 && x.cols % 32 == 0 {
+                        let t = lpuc_ir::interp::Tensor::new(vec![x.rows, x.cols], x.data.clone());
+                        let q = lpuc_ir::interp::quantize_activations(&t)?;
+                        return Ok(Mat {
+                            rows: x.rows,
+                            cols: x.cols,
+                            data: q.data,
+                            inv: None,
+                        });
+                    }
+                    return Ok(x.clone());
+                }
                 let mut m = Mat::new(x.rows, x.cols);
                 for r in 0..x.rows {
                     let a = row_scalar(&s[1], r);
                     for c in 0..x.cols {
-                        let v = x.at(r, c);
-                        m.data[r * x.cols + c] = if exact {
-                            v
-                        } else {
-                            (v / a).round().clamp(-127.0, 127.0)
-                        };
+                        m.data[r * x.cols + c] = (x.at(r, c) / a).round().clamp(-127.0, 127.0);
                     }
                 }
                 m
@@ -839,6 +848,16 @@ impl<'a> Runner<'a> {
                 }
             }
             VxmFn::Copy | VxmFn::DequantRows => map(&|a| a),
+            VxmFn::AddN(n) => {
+                need(*n as usize)?;
+                let mut m = Mat::new(x.rows, x.cols);
+                for part in &s[..*n as usize] {
+                    for (i, v) in part.data.iter().enumerate() {
+                        m.data[i] += v;
+                    }
+                }
+                m
+            }
             VxmFn::Sum(n) => {
                 let n = *n as usize;
                 need(n)?;
@@ -1125,6 +1144,7 @@ pub fn compare(p: &LpuProgram, steps: u32) -> Result<FuncReport, FuncError> {
         WeightSource::None => return Err(FuncError::NoWeights),
         WeightSource::Gguf { path } => return Err(FuncError::Gguf(path.clone())),
     };
+    super::sim::validate(p).map_err(|e| FuncError::Weights(e.to_string()))?;
     let steps = steps.max(1).min(p.options.context as u32);
     let lpu = run(p, &store, Numerics::Lpu, steps)?;
     let exact = run(p, &store, Numerics::Exact, steps)?;

@@ -353,8 +353,12 @@ pub enum VxmFn {
     Partial(Reduce),
     /// After the lane tree: turn the row's reduced scalar into what the next op needs.
     Finish(Finish),
-    /// fp32 row → int8 with the row's scale.
-    Quantize,
+    /// fp32 row → int8 with the row's scale. `ref_q8` records that the graph's own
+    /// meaning rounds these activations to 8-bit blocks of 32 (used by the functional
+    /// simulator's exact mode only; the LPU quantizes per row either way).
+    Quantize {
+        ref_q8: bool,
+    },
     /// `x · r · w` (RMS norm apply; `w` optional).
     NormApply {
         has_w: bool,
@@ -388,8 +392,10 @@ pub enum VxmFn {
     Scale(f32),
     /// Round to fp16 (KV cache, attention operands, collectives).
     ToF16,
-    /// Sum of `n` inputs (all-reduce).
+    /// Sum of `n` inputs (all-reduce; fp16 payloads, summed in rank order).
     Sum(u32),
+    /// Sum of `n` fp32 partial results (a matmul's K ranges split over planes).
+    AddN(u32),
     /// int8 rows with a per-row scale → fp32 (embedding rows).
     DequantRows,
     /// Pass-through (a copy through the VXM).
@@ -426,7 +432,7 @@ impl VxmFn {
             VxmFn::Dequant => 2,
             VxmFn::Partial(_) => 2,
             VxmFn::Finish(_) => 2,
-            VxmFn::Quantize => 3,
+            VxmFn::Quantize { .. } => 3,
             VxmFn::NormApply { .. } => 2,
             VxmFn::Rope { .. } => 4,
             VxmFn::ScaleMask { .. } => 3,
@@ -435,7 +441,7 @@ impl VxmFn {
             VxmFn::SwiGlu => 4,
             VxmFn::Add | VxmFn::Mul | VxmFn::Scale(_) | VxmFn::ToF16 | VxmFn::Copy => 1,
             VxmFn::Silu => 3,
-            VxmFn::Sum(n) => u64::from(n.saturating_sub(1).max(1)),
+            VxmFn::Sum(n) | VxmFn::AddN(n) => u64::from(n.saturating_sub(1).max(1)),
             VxmFn::DequantRows => 1,
         }
     }
@@ -446,7 +452,7 @@ impl VxmFn {
             VxmFn::Dequant => "dequant",
             VxmFn::Partial(_) => "partial",
             VxmFn::Finish(_) => "finish",
-            VxmFn::Quantize => "quantize",
+            VxmFn::Quantize { .. } => "quantize",
             VxmFn::NormApply { .. } => "norm",
             VxmFn::Rope { .. } => "rope",
             VxmFn::ScaleMask { .. } => "scale_mask",
@@ -459,6 +465,7 @@ impl VxmFn {
             VxmFn::Scale(_) => "scale",
             VxmFn::ToF16 => "to_f16",
             VxmFn::Sum(_) => "sum",
+            VxmFn::AddN(_) => "add_n",
             VxmFn::DequantRows => "dequant_rows",
             VxmFn::Copy => "copy",
         }

@@ -93,11 +93,14 @@ pub enum MOp {
         eps: f32,
         out: TId,
     },
-    /// `x · wᵀ`, `w: [N, K]`.
+    /// `x · wᵀ`, `w: [N, K]`. `act_q8`: the graph's op was `qmatmul` on a
+    /// block-quantized weight, whose meaning (the CPU int4 path, see the interpreter)
+    /// rounds activations to 8-bit blocks of 32 first.
     Linear {
         x: TId,
         w: WId,
         out: TId,
+        act_q8: bool,
     },
     /// Rotary embedding of `heads` heads of `head_dim` (cols = heads·head_dim).
     Rope {
@@ -289,6 +292,7 @@ impl Block {
                 } => s.push_str(&format!(" rope={dims},{theta},{style:?}")),
                 MOp::Attention { scale, .. } => s.push_str(&format!(" scale={scale}")),
                 MOp::Scale { factor, .. } => s.push_str(&format!(" f={factor}")),
+                MOp::Linear { act_q8: true, .. } => s.push_str(" q8"),
                 MOp::Output { name, .. } => s.push_str(&format!(" {name}")),
                 _ => {}
             }
@@ -902,7 +906,8 @@ impl<'g> Lowerer<'g> {
             }
             let rows = self.m.tensors[x as usize].rows;
             let out = self.new_tensor(rows, n, BlockKind::Head);
-            self.push(MOp::Linear { x, w, out });
+            let act_q8 = *op == Op::QMatmul && self.m.weights[w as usize].dtype.is_quantized();
+            self.push(MOp::Linear { x, w, out, act_q8 });
             return Ok(act(out));
         }
         // Attention: q·kᵀ, then probs·vᵀᵀ.

@@ -1,5 +1,6 @@
-//! The Groq LPU target, phase 1: the **machine model** and the **chip-level cost
-//! primitives** that the scheduler, partitioner and simulator (phase 2) will build on.
+//! The Groq LPU target: the **machine model** and chip-level **cost primitives**
+//! (phase 1), and on top of them (phase 2) **lowering**, a **static scheduler**, a
+//! **multi-chip partitioner** and a **simulator** that times and executes schedules.
 //!
 //! lpuc has no Groq hardware. Its numbers are therefore only as good as this model, and
 //! the model is built strictly from published facts (`shared/groq/MACHINE.md`).
@@ -82,8 +83,23 @@
 //! # Ok::<(), lpuc_targets::groq::CostError>(())
 //! ```
 //!
-//! Phase 2 (lowering, scheduler, partitioner, simulator over the IR) builds on this and
-//! must not add numbers that bypass the profile.
+//! # Phase 2, in the order data flows
+//!
+//! | module | does | invariant it keeps |
+//! |---|---|---|
+//! | [`lower`] | IR graph (primitive or fused form) → macro-ops in blocks (head, layers, tail) | every op lowered or rejected naming its `%N` |
+//! | [`codegen`] | one block on one chip: SRAM placement, 320×320 weight-stationary tiles, VXM/SXM ops, collectives → chains of instructions | no two operands of one chain on one slice |
+//! | [`sched`] | chains → queues and cycles, with reservation tables | the timing law inside chains; no resource held twice |
+//! | [`check`] | re-derives every fact from the instructions; rejects conflicts and late operands | nothing trusted from the scheduler |
+//! | [`compile`] | tensor × pipeline parallelism, per-block int4/int8, batching, from scheduled blocks | every stage within the usable SRAM |
+//! | [`sim`] | pipeline timing, lower bound, utilization, TTFT | times only checked schedules |
+//! | [`functional`] | executes the schedule on data; compares with the interpreter | int8/fp16 numerics; exact mode bit-faithful |
+//! | [`trace`] | `--emit=asm` listing, Perfetto trace | one track per exclusive unit |
+//!
+//! Phase 2 adds no hardware numbers: every cycle comes from the profile through the
+//! primitives above or the ISA's timing law (`isa.rs`), and every assumption it makes
+//! (reduction tree, link placement, host-side embedding, hops between racks) is named
+//! where it is made and listed in `targets/README-groq.md`.
 
 pub mod check;
 pub mod codegen;

@@ -135,23 +135,73 @@ fn busy(p: &BlockProgram, planes: usize) -> Busy {
     b
 }
 
-/// The program's resource lower bound (cycles).
-pub fn lower_bound(m: &MachineModel, p: &BlockProgram, planes: usize) -> u64 {
+/// Per-resource work of one program (cycles on its busiest unit of each kind).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Bounds {
+    /// Busiest MXM plane's install queue (installs are serial per plane).
+    pub install: u64,
+    /// Busiest plane's matmul streaming.
+    pub compute: u64,
+    /// VXM ALU-cycles / ALUs per lane.
+    pub vxm: u64,
+    /// Busiest MEM slice (read + write port cycles).
+    pub mem: u64,
+    /// Busiest C2C link.
+    pub link: u64,
+    /// Dependent C2C hops (collective phases) × hop latency.
+    pub hops: u64,
+}
+
+impl Bounds {
+    /// The largest resource term plus the unavoidable hop latency.
+    pub fn total(&self) -> u64 {
+        [self.install, self.compute, self.vxm, self.mem, self.link]
+            .into_iter()
+            .max()
+            .unwrap_or(0)
+            + self.hops
+    }
+
+    /// Name of the largest resource term.
+    pub fn binding(&self) -> &'static str {
+        let terms = [
+            (self.install, "MXM weight install"),
+            (self.compute, "MXM streaming"),
+            (self.vxm, "VXM ALUs"),
+            (self.mem, "MEM ports"),
+            (self.link, "C2C links"),
+        ];
+        terms
+            .iter()
+            .max_by_key(|(c, _)| *c)
+            .map_or("none", |(_, n)| *n)
+    }
+}
+
+/// The resource bounds of one program.
+pub fn bounds(m: &MachineModel, p: &BlockProgram, planes: usize) -> Bounds {
     let b = busy(p, planes);
     let alus = m.vxm.alus_per_lane.get().max(1);
-    let res = [
-        b.install.iter().copied().max().unwrap_or(0),
-        b.compute.iter().copied().max().unwrap_or(0),
-        b.vxm_alu.div_ceil(alus),
-        b.mem.values().copied().max().unwrap_or(0),
-        b.link.values().copied().max().unwrap_or(0),
-    ];
-    res.into_iter().max().unwrap_or(0) + p.work.c2c_hops * cost::hop_cycles(m)
+    Bounds {
+        install: b.install.iter().copied().max().unwrap_or(0),
+        compute: b.compute.iter().copied().max().unwrap_or(0),
+        vxm: b.vxm_alu.div_ceil(alus),
+        mem: b.mem.values().copied().max().unwrap_or(0),
+        link: b.link.values().copied().max().unwrap_or(0),
+        hops: p.work.c2c_hops * cost::hop_cycles(m),
+    }
+}
+
+/// The program's resource lower bound (cycles).
+pub fn lower_bound(m: &MachineModel, p: &BlockProgram, planes: usize) -> u64 {
+    bounds(m, p, planes).total()
 }
 
 /// Why the simulator refuses a program.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
+    #[error("inconsistent artifact: {0}")]
+    Corrupt(String),
     #[error("schedule rejected: {program} has {} violation(s); first: {}", violations.len(), violations.first().map(|v| v.to_string()).unwrap_or_default())]
     Rejected {
         program: String,
@@ -182,6 +232,8 @@ pub struct SimReport {
     pub tokens_per_s_aggregate: f64,
     pub lower_bound_us_per_token: f64,
     pub schedule_efficiency: f64,
+    /// The resource that bounds the slowest stage's largest block.
+    pub binding_resource: String,
     pub ttft_us: f64,
     pub latency_us: f64,
     pub slowest_stage_us: f64,
@@ -196,8 +248,57 @@ pub struct SimReport {
     pub decisions: Vec<String>,
 }
 
+/// Structural consistency of an artifact (it is user input: indices must be in range
+/// before anything indexes with them).
+pub fn validate(p: &LpuProgram) -> Result<(), SimError> {
+    let bad = |m: String| Err(SimError::Corrupt(m));
+    if p.stages.is_empty() {
+        return bad("no stages".into());
+    }
+    if p.prefill.len() != p.programs.len() {
+        return bad("prefill and decode programs differ in number".into());
+    }
+    if p.microbatch == 0 || p.groups == 0 || p.tp == 0 {
+        return bad("zero microbatch, groups or tensor parallelism".into());
+    }
+    for (i, s) in p.stages.iter().enumerate() {
+        if s.blocks.len() != s.programs.len() || s.int4.len() != s.blocks.len() {
+            return bad(format!(
+                "stage {i}: blocks, programs and formats differ in number"
+            ));
+        }
+        if let Some(b) = s.blocks.iter().find(|b| **b >= p.model.blocks.len()) {
+            return bad(format!("stage {i} names block {b}, which does not exist"));
+        }
+        if let Some(q) = s.programs.iter().find(|q| **q >= p.programs.len()) {
+            return bad(format!("stage {i} names program {q}, which does not exist"));
+        }
+    }
+    for (i, prog) in p.programs.iter().chain(&p.prefill).enumerate() {
+        let n = prog.tensors.len() as u32;
+        if prog
+            .inputs
+            .iter()
+            .chain(&prog.outputs)
+            .any(|(_, l)| *l >= n)
+            || prog.logits.is_some_and(|l| l >= n)
+        {
+            return bad(format!("program {i} names a tensor that does not exist"));
+        }
+        for (k, ins) in prog.instrs.iter().enumerate() {
+            if ins.srcs.iter().any(|s| s.from as usize >= k) {
+                return bad(format!(
+                    "program {i}, instruction {k}: operand from a later instruction"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks every program of the artifact; the first rejected one is an error.
 pub fn check_all(p: &LpuProgram) -> Result<usize, SimError> {
+    validate(p)?;
     let mut n = 0;
     for (what, list) in [("decode", &p.programs), ("prefill", &p.prefill)] {
         for (i, prog) in list.iter().enumerate() {
@@ -316,6 +417,18 @@ pub fn simulate(p: &LpuProgram) -> Result<SimReport, SimError> {
         let v = acc[k] * per_period / (stages * counts[k] * period);
         util.insert((*name).to_string(), (v * 1e4).round() / 1e4);
     }
+    let binding = p
+        .stages
+        .iter()
+        .zip(&stage_times)
+        .max_by_key(|(_, t)| **t)
+        .and_then(|(s, _)| {
+            s.programs
+                .iter()
+                .max_by_key(|i| p.programs[**i].makespan)
+                .map(|i| bounds(m, &p.programs[*i], planes).binding().to_string())
+        })
+        .unwrap_or_default();
     let int4 = p
         .stages
         .iter()
@@ -345,6 +458,7 @@ pub fn simulate(p: &LpuProgram) -> Result<SimReport, SimError> {
         tokens_per_s_aggregate: tok_user * p.options.batch as f64,
         lower_bound_us_per_token: us(lb.period_cycles),
         schedule_efficiency: lb.period_cycles as f64 / pipe.period_cycles.max(1) as f64,
+        binding_resource: binding,
         ttft_us: us(ttft),
         latency_us: us(pipe.latency_cycles),
         slowest_stage_us: us(pipe.slowest_stage_cycles),
@@ -381,9 +495,10 @@ pub fn render(r: &SimReport) -> String {
     );
     let _ = writeln!(
         s,
-        "lower bound: {:.2} µs per token (schedule efficiency {:.0} %)",
+        "lower bound: {:.2} µs per token (schedule efficiency {:.0} %); the slowest stage is bound by {}",
         r.lower_bound_us_per_token,
-        r.schedule_efficiency * 100.0
+        r.schedule_efficiency * 100.0,
+        r.binding_resource
     );
     let _ = writeln!(
         s,
