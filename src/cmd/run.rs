@@ -50,8 +50,10 @@ pub struct Args {
     /// Context size (tokens); default min(4096, the model's).
     #[arg(short = 'c', long)]
     ctx_size: Option<u64>,
-    #[arg(long, value_enum, default_value_t = Backend::Interp)]
-    backend: Backend,
+    /// Execution backend [default: jit, falling back to interp (with a warning) when the
+    /// JIT cannot run the model, e.g. a weight format it has no kernel for].
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
     /// Use the model's chat template; without -p, an interactive chat on stdin.
     #[arg(long)]
     chat: bool,
@@ -97,18 +99,31 @@ pub fn run(a: Args) -> super::CliResult {
         )
         .map_err(anyhow::Error::msg)?;
     }
+    let interp = || -> Result<Box<dyn Forward + '_>, anyhow::Error> {
+        Ok(Box::new(
+            InterpForward::new(&model.graph, &model.weights).map_err(anyhow::Error::msg)?,
+        ))
+    };
+    let jit = || {
+        lpuc_runtime::jit::JitForward::from_gguf(
+            &model.graph,
+            &model.weights,
+            a.threads.unwrap_or_else(lpuc_runtime::jit::default_threads),
+        )
+    };
     let mut fwd: Box<dyn Forward + '_> = match a.backend {
-        Backend::Interp => {
-            Box::new(InterpForward::new(&model.graph, &model.weights).map_err(anyhow::Error::msg)?)
-        }
-        Backend::Jit => Box::new(
-            lpuc_runtime::jit::JitForward::from_gguf(
-                &model.graph,
-                &model.weights,
-                a.threads.unwrap_or_else(lpuc_runtime::jit::default_threads),
-            )
-            .map_err(anyhow::Error::msg)?,
-        ),
+        Some(Backend::Interp) => interp()?,
+        Some(Backend::Jit) => Box::new(jit().map_err(anyhow::Error::msg)?),
+        None => match jit() {
+            Ok(j) => Box::new(j),
+            Err(e) => {
+                eprintln!(
+                    "lpuc: warning: the JIT backend cannot run this model ({e}); \
+                     using the reference interpreter (slow). Pass --backend to choose."
+                );
+                interp()?
+            }
+        },
     };
     let seed = a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
