@@ -32,6 +32,16 @@ impl Model {
             tokenizer,
         })
     }
+
+    /// Re-imports the graph only (weights and tokenizer stay), e.g. for another context
+    /// size: cheaper than [`Model::load`] and never holds two tokenizers at once.
+    pub fn reimport(&mut self, opts: &ImportOptions) -> Result<(), String> {
+        let (graph, config) = import_gguf(&self.weights.file, &self.path, opts)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        self.graph = graph;
+        self.config = config;
+        Ok(())
+    }
 }
 
 /// `-m` if given, else the default model (fetched on first use).

@@ -90,14 +90,12 @@ pub fn run(a: Args) -> super::CliResult {
         return Err(anyhow::anyhow!("-c must be at least 1").into());
     }
     if ctx != model.config.max_ctx {
-        model = Model::load(
-            &path,
-            &ImportOptions {
+        model
+            .reimport(&ImportOptions {
                 max_ctx: Some(ctx),
                 all_logits: false,
-            },
-        )
-        .map_err(anyhow::Error::msg)?;
+            })
+            .map_err(anyhow::Error::msg)?;
     }
     let interp = || -> Result<Box<dyn Forward + '_>, anyhow::Error> {
         Ok(Box::new(

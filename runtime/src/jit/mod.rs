@@ -212,6 +212,9 @@ impl<'w> JitForward<'w> {
             .iter()
             .map(|c| AlignedBuf::zeroed(c.kvh * plan.cap * c.d * 4))
             .collect();
+        // Loading left freed temporaries (GGUF metadata arrays, lowering tables) in the
+        // heap's resident pages; hand them back before the long-lived part begins.
+        release_free_heap();
         Ok(JitForward {
             name: format!("jit ({} threads)", pool.threads()),
             plan,
@@ -574,6 +577,14 @@ const KINDS: [&str; 10] = [
     "swiglu",
     "add",
 ];
+
+/// Returns the malloc heap's free pages to the OS (glibc keeps them resident otherwise).
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// Drops the resident pages of a read-only file mapping (whole pages inside `bytes` only).
 fn release_pages(bytes: &[u8]) {
