@@ -26,12 +26,15 @@
 
 pub mod pretokenize;
 mod stream;
+mod strtab;
 pub mod unicode;
 
 pub use stream::StreamDecoder;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
+
+use strtab::{ByteTab, StrTab};
 
 use lpuc_ir::gguf::GgufFile;
 use pretokenize::{pre_type_info, PreTokenizer};
@@ -141,17 +144,19 @@ pub struct Tokenizer {
     kind: Kind,
     model: String,
     pre_name: Option<String>,
-    texts: Vec<String>,
+    /// Token texts by id, indexed by content (`texts.find(text)` is the id).
+    texts: StrTab,
     scores: Vec<f32>,
     attrs: Vec<u32>,
-    token_to_id: HashMap<String, u32>,
-    /// Merge rank by `"left right"` (llama.cpp splits merges at the first space
-    /// after position 0; byte-level symbols never contain a space).
-    bpe_ranks: HashMap<String, u32>,
+    /// Merge keys `"left right"` (llama.cpp splits merges at the first space
+    /// after position 0; byte-level symbols never contain a space) and their
+    /// ranks, `bpe_rank[bpe_keys.find(key)]`.
+    bpe_keys: StrTab,
+    bpe_rank: Vec<u32>,
     /// Special-token ids, longest text first (ties: lower id first).
     special_cache: Vec<u32>,
     /// Piece of every token with specials rendered (llama.cpp's piece cache).
-    pieces: Vec<Vec<u8>>,
+    pieces: ByteTab,
     bos: Option<u32>,
     eos: Option<u32>,
     eot: Option<u32>,
@@ -407,8 +412,7 @@ impl Tokenizer {
             add_space_prefix = p;
         }
 
-        let mut texts = Vec::with_capacity(n);
-        let mut token_to_id = HashMap::with_capacity(n);
+        let mut texts = StrTab::with_capacity(n);
         let mut attrs = Vec::with_capacity(n);
         for (i, t) in v.tokens.iter().enumerate() {
             let id = i as u32;
@@ -420,15 +424,14 @@ impl Tokenizer {
             } else {
                 t.to_string()
             };
-            if let Some(&first) = token_to_id.get(&text) {
+            if let Some(&first) = texts.find(&text) {
                 return Err(TokenizerError::DuplicateToken {
                     text,
                     first,
                     second: id,
                 });
             }
-            token_to_id.insert(text.clone(), id);
-            texts.push(text);
+            texts.push(&text);
             attrs.push(
                 v.token_types
                     .get(i)
@@ -441,20 +444,25 @@ impl Tokenizer {
             v.scores[..n].to_vec()
         };
 
-        let mut bpe_ranks = HashMap::new();
+        let mut bpe_keys = StrTab::with_capacity(0);
+        let mut bpe_rank = Vec::new();
         if is_bpe {
-            bpe_ranks.reserve(v.merges.len());
+            bpe_keys = StrTab::with_capacity(v.merges.len());
+            bpe_rank.reserve(v.merges.len());
             for (rank, m) in v.merges.iter().enumerate() {
                 // llama.cpp splits at the first space after byte 0 and keys on
                 // (left, right); "left right" is then the line itself. A line
                 // without a space becomes the pair ("", "").
                 let m = until_nul(m);
                 let key = if m.as_bytes().iter().skip(1).any(|&b| b == b' ') {
-                    m.to_string()
+                    m
                 } else {
-                    " ".to_string()
+                    " "
                 };
-                bpe_ranks.entry(key).or_insert(rank as u32);
+                if bpe_keys.find(key).is_none() {
+                    bpe_keys.push(key);
+                    bpe_rank.push(rank as u32);
+                }
             }
         }
 
@@ -506,7 +514,6 @@ impl Tokenizer {
         };
         for (id, t) in texts.iter().enumerate() {
             let id = id as u32;
-            let t = t.as_str();
             if eot.is_none() && EOT_TEXTS.contains(&t) {
                 eot = Some(id);
                 mark_control(&mut attrs, id);
@@ -530,13 +537,13 @@ impl Tokenizer {
         }
         let mut eog: BTreeSet<u32> = [fim_pad, fim_rep, fim_sep].into_iter().flatten().collect();
         for (id, t) in texts.iter().enumerate() {
-            if EOG_TEXTS.contains(&t.as_str()) {
+            if EOG_TEXTS.contains(&t) {
                 eog.insert(id as u32);
                 mark_control(&mut attrs, id as u32);
             }
             // gpt-oss: these are always rendered.
             if matches!(
-                t.as_str(),
+                t,
                 "<|channel|>" | "<|message|>" | "<|start|>" | "<|constrain|>"
             ) {
                 attrs[id] = attr::USER_DEFINED;
@@ -545,7 +552,7 @@ impl Tokenizer {
         eog.extend([eos, eot, eom].into_iter().flatten());
         // gpt-oss / solar-open: "<|end|>" ends a message, not the generation.
         let find =
-            |eog: &BTreeSet<u32>, s: &str| eog.iter().copied().find(|&i| texts[i as usize] == s);
+            |eog: &BTreeSet<u32>, s: &str| eog.iter().copied().find(|&i| &texts[i as usize] == s);
         let has = |eog: &BTreeSet<u32>, s: &str| find(eog, s).is_some();
         if ((has(&eog, "<|return|>") && has(&eog, "<|call|>"))
             || (has(&eog, "<|calls|>") && has(&eog, "<|flush|>")))
@@ -582,10 +589,10 @@ impl Tokenizer {
             texts,
             scores,
             attrs,
-            token_to_id,
-            bpe_ranks,
+            bpe_keys,
+            bpe_rank,
             special_cache,
-            pieces: Vec::new(),
+            pieces: ByteTab::default(),
             bos,
             eos,
             eot,
@@ -599,7 +606,14 @@ impl Tokenizer {
             clean_spaces,
             chat_template: v.chat_template,
         };
-        tok.pieces = (0..n as u32).map(|id| tok.compute_piece(id)).collect();
+        let mut pieces = ByteTab::default();
+        for id in 0..n as u32 {
+            pieces.push(&tok.compute_piece(id));
+        }
+        pieces.shrink_to_fit();
+        tok.pieces = pieces;
+        tok.texts.shrink_to_fit();
+        tok.bpe_keys.shrink_to_fit();
         Ok(tok)
     }
 
@@ -666,7 +680,7 @@ impl Tokenizer {
     }
     /// The vocabulary text of a token (byte-encoded for `gpt2` vocabularies).
     pub fn token_text(&self, id: u32) -> Option<&str> {
-        self.texts.get(id as usize).map(String::as_str)
+        self.texts.get(id as usize)
     }
     /// Score of a token (0 when the GGUF has none or the id is out of range).
     pub fn score(&self, id: u32) -> f32 {
@@ -674,7 +688,7 @@ impl Tokenizer {
     }
     /// Id of a token by its exact vocabulary text.
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.token_to_id.get(text).copied()
+        self.texts.find(text).copied()
     }
     /// `tokenizer.chat_template` of the source.
     pub fn chat_template(&self) -> Option<&str> {
@@ -758,7 +772,7 @@ impl Tokenizer {
             if !parse_special && a & (attr::CONTROL | attr::UNKNOWN) != 0 {
                 continue;
             }
-            let needle = self.texts[sid as usize].as_str();
+            let needle = &self.texts[sid as usize];
             if !frags
                 .iter()
                 .any(|f| matches!(f, Fragment::Text(s, e) if text[*s..*e].contains(needle)))
@@ -794,7 +808,7 @@ impl Tokenizer {
             return;
         }
         if ignore_merges {
-            if let Some(&id) = self.token_to_id.get(word) {
+            if let Some(&id) = self.texts.find(word) {
                 out.push(id);
                 return;
             }
@@ -823,7 +837,9 @@ impl Tokenizer {
             key.push_str(&word[l.start..l.start + l.len]);
             key.push(' ');
             key.push_str(&word[r.start..r.start + r.len]);
-            self.bpe_ranks.get(key.as_str()).copied()
+            self.bpe_keys
+                .find(key.as_str())
+                .map(|&i| self.bpe_rank[i as usize])
         };
         for i in 1..syms.len() {
             if let Some(rank) = rank_of(key, &syms[i - 1], &syms[i]) {
@@ -857,14 +873,14 @@ impl Tokenizer {
         while let Some(i) = cur {
             let s = &syms[i];
             let text = &word[s.start..s.start + s.len];
-            match self.token_to_id.get(text) {
+            match self.texts.find(text) {
                 Some(&id) => out.push(id),
                 None => {
                     // llama.cpp looks up each single *byte* of the symbol;
                     // only ASCII bytes can be whole tokens.
                     for b in text.bytes() {
                         if b.is_ascii() {
-                            if let Some(&id) = self.token_to_id.get(&(b as char).to_string()) {
+                            if let Some(&id) = self.texts.find(&(b as char).to_string()) {
                                 out.push(id);
                             }
                         }
@@ -879,11 +895,11 @@ impl Tokenizer {
     /// itself as text, else UNK).
     fn spm_byte_token(&self, b: u8) -> Option<u32> {
         let hex = format!("<0x{b:02X}>");
-        if let Some(&id) = self.token_to_id.get(&hex) {
+        if let Some(&id) = self.texts.find(&hex) {
             return Some(id);
         }
         if b.is_ascii() {
-            if let Some(&id) = self.token_to_id.get(&(b as char).to_string()) {
+            if let Some(&id) = self.texts.find(&(b as char).to_string()) {
                 return Some(id);
             }
         }
@@ -939,7 +955,7 @@ impl Tokenizer {
                        r: usize| {
             let s = syms[l].start;
             let t = &text[s..s + syms[l].len + syms[r].len];
-            if let Some(&id) = self.token_to_id.get(t) {
+            if let Some(&id) = self.texts.find(t) {
                 heap.push(Bigram {
                     score: self.scores[id as usize],
                     left: l,
@@ -977,7 +993,7 @@ impl Tokenizer {
             let mut stack = vec![(syms[i].start, syms[i].len)];
             while let Some((s, len)) = stack.pop() {
                 let t = &text[s..s + len];
-                if let Some(&id) = self.token_to_id.get(t) {
+                if let Some(&id) = self.texts.find(t) {
                     out.push(id);
                 } else if let Some(&(l, r)) = rev_merge.get(t).filter(|_| len > 1) {
                     // `r` is pushed first so that `l` is emitted first.
@@ -1039,10 +1055,7 @@ impl Tokenizer {
     /// (llama.cpp's `token_to_piece(.., special = true)`); empty for ids out
     /// of range. May be an incomplete UTF-8 sequence.
     pub fn piece(&self, id: u32) -> &[u8] {
-        self.pieces
-            .get(id as usize)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        self.pieces.get(id as usize).unwrap_or(&[])
     }
 
     /// Like [`piece`](Self::piece), but control/unknown tokens render as
