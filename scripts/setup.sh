@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-# LLVM 19 (dynamically linked) for the CPU JIT (inkwell).
+# LLVM 19 (dynamically linked) for the CPU JIT's kernel compiler, lpuc-kernelc (inkwell).
 if ! command -v llvm-config-19 >/dev/null 2>&1; then need_apt+=(llvm-19-dev); fi
 # zlib/zstd/xml headers that llvm-19-dev's link line may name.
 for pkg in zlib1g-dev libzstd-dev libxml2-dev; do
@@ -23,7 +23,8 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-echo "setup: building lpuc (release)" >&2
-cargo build --release --quiet --bin lpuc
+echo "setup: building lpuc and lpuc-kernelc (release)" >&2
+# lpuc runs lpuc-kernelc (from its own directory) when a kernel is not in the cache yet.
+cargo build --release --quiet --workspace --bin lpuc --bin lpuc-kernelc
 # Fetch the default model into the cache (verified by SHA-256; no-op when present).
 ./target/release/lpuc fetch --quiet >/dev/null

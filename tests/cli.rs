@@ -160,3 +160,15 @@ fn user_errors_are_messages_not_panics() {
     );
     assert!(Path::new(&rnd).exists());
 }
+
+/// The runtime never maps libLLVM (~45 MB of RSS): kernels are compiled by the separate
+/// `lpuc-kernelc` binary on a cache miss.
+#[test]
+fn lpuc_does_not_link_llvm() {
+    let Ok(o) = Command::new("ldd").arg(env!("CARGO_BIN_EXE_lpuc")).output() else {
+        eprintln!("ldd not available; skipping");
+        return;
+    };
+    let libs = stdout(&o);
+    assert!(!libs.to_lowercase().contains("llvm"), "{libs}");
+}

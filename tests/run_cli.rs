@@ -159,3 +159,22 @@ fn bad_model_files_are_clear_errors() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("trunc.gguf") && e.contains("byte"), "{e}");
 }
+
+#[test]
+fn missing_kernel_compiler_is_a_clear_error() {
+    let Some(m) = model() else { return };
+    let o = Command::new(env!("CARGO_BIN_EXE_lpuc"))
+        .args(["run", "-m", &m, "--backend", "jit", "-p", "x", "-n", "1"])
+        .env("LPUC_KERNEL_CACHE", "off")
+        .env("LPUC_KERNELC", "/nonexistent/lpuc-kernelc")
+        .output()
+        .expect("run lpuc");
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("LPUC_KERNELC=/nonexistent/lpuc-kernelc")
+            && e.contains("cargo build --release --workspace")
+            && !e.contains("panicked"),
+        "{e}"
+    );
+}

@@ -1,7 +1,7 @@
 //! A small writer for LLVM IR text: a module (declarations + functions) and a function
 //! builder with fresh temporaries and counted loops with carried values. Kernels are
 //! generated as text because specialised straight-line vector code reads far better as IR
-//! than as a chain of builder calls; inkwell parses, verifies and optimises it.
+//! than as a chain of builder calls; `lpuc-kernelc` parses, verifies and optimises it.
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -19,6 +19,17 @@ pub fn f64c(x: f64) -> String {
 pub fn splat(n: usize, ty: &str, v: &str) -> String {
     let e: Vec<String> = (0..n).map(|_| format!("{ty} {v}")).collect();
     format!("<{}>", e.join(", "))
+}
+
+/// Stands for the host CPU name (LLVM's `-mcpu`) in [`ModuleText::render_for_host`]'s text;
+/// `lpuc-kernelc` substitutes LLVM's answer (see [`resolve_host`]).
+pub const HOST_CPU: &str = "@lpuc.host.cpu@";
+/// Stands for the host feature string (LLVM's `-mattr`), like [`HOST_CPU`].
+pub const HOST_FEATURES: &str = "@lpuc.host.features@";
+
+/// Replaces the [`HOST_CPU`]/[`HOST_FEATURES`] placeholders of a module's text.
+pub fn resolve_host(text: &str, cpu: &str, features: &str) -> String {
+    text.replace(HOST_CPU, cpu).replace(HOST_FEATURES, features)
 }
 
 #[derive(Default)]
@@ -65,6 +76,13 @@ impl ModuleText {
             "attributes #1 = {{ alwaysinline nounwind \"target-cpu\"=\"{cpu}\" \"target-features\"=\"{features}\" \"prefer-vector-width\"=\"512\" \"min-legal-vector-width\"=\"512\" }}"
         );
         s
+    }
+
+    /// The complete module for "the host", whatever LLVM will say it is: the attributes
+    /// carry the [`HOST_CPU`]/[`HOST_FEATURES`] placeholders, which the compiler process
+    /// (the only one that links LLVM) replaces with LLVM's host CPU name and features.
+    pub fn render_for_host(&self) -> String {
+        self.render(HOST_CPU, HOST_FEATURES)
     }
 }
 

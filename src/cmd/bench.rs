@@ -41,7 +41,8 @@ pub struct Args {
     /// Print where the time goes, per op kind (adds a clock read per step).
     #[arg(long)]
     profile: bool,
-    /// Write the generated kernels' LLVM IR and object file to this directory
+    /// Write the generated kernels' LLVM IR (`kernels.ll`, `kernels.opt.ll`) and object file
+    /// to this directory, compiled by `lpuc-kernelc` as a cache miss would be
     /// (`objdump -d DIR/kernels.o` shows the machine code).
     #[arg(long, value_name = "DIR")]
     dump_kernels: Option<PathBuf>,
@@ -158,15 +159,10 @@ pub fn run(a: Args) -> super::CliResult {
             }
         }
         if let Some(dir) = &a.dump_kernels {
+            // Compiled by `lpuc-kernelc` exactly as a cache miss would be.
             let host = lpuc_codegen::Host::detect();
-            let text =
-                lpuc_codegen::module_for(&jit_specs(&g, &host)?).render(&host.cpu, &host.features);
-            let (obj, ir) = lpuc_codegen::jit::compile_object(&text, &host, true)
-                .map_err(anyhow::Error::msg)?;
-            std::fs::create_dir_all(dir)?;
-            std::fs::write(dir.join("kernels.ll"), &text)?;
-            std::fs::write(dir.join("kernels.opt.ll"), ir.unwrap_or_default())?;
-            std::fs::write(dir.join("kernels.o"), obj)?;
+            let m = lpuc_codegen::module_for(&jit_specs(&g, &host)?);
+            lpuc_codegen::jit::dump(&m, dir).map_err(anyhow::Error::msg)?;
             eprintln!("lpuc bench: kernels written to {}", dir.display());
         }
         let vocab = cfg.vocab as usize;
