@@ -27,7 +27,7 @@ if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
   CMAKE_ARGS="-DGGML_NATIVE=ON" "$VENV/bin/pip" install -q --no-cache-dir "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" >&2
 fi
 [ -f "$MODEL" ] || { echo "model $MODEL missing (lpuc fetch)" >&2; exit 1; }
-(cd "$ROOT" && cargo build --release -q --bin lpuc)
+(cd "$ROOT" && cargo build --release -q --workspace --bin lpuc --bin lpuc-kernelc)
 LPUC="$ROOT/target/release/lpuc"
 TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
 IFS=, read -ra TS <<< "$THREADS"
