@@ -22,10 +22,10 @@ use lpuc_ir::weights::WeightStore;
 use lower::{Act, Plan, Rows, Step};
 use pool::Pool;
 
-/// 16-byte aligned, zero-initialised memory. The alignment is the allocator's natural one on
-/// purpose: then `alloc_zeroed` is `calloc`, large sizes come straight from `mmap`, and
-/// untouched pages cost no RSS (the KV caches rely on that; a 64-byte alignment made the
-/// allocator memset them, 190 MB of RSS at 4k context). Kernels use unaligned loads.
+/// Page-aligned, zero-initialised memory straight from an anonymous `mmap`: untouched pages
+/// cost no RSS (the KV caches rely on that: a 4k-token cache is 190 MB of address space but
+/// only the rows written are resident) and nothing is ever memset, which the allocator does
+/// when it recycles heap memory for `calloc`. Kernels use unaligned loads.
 pub struct AlignedBuf {
     ptr: *mut u8,
     len: usize,
@@ -42,10 +42,26 @@ impl AlignedBuf {
                 len: 0,
             };
         }
-        let layout = std::alloc::Layout::from_size_align(len, 16).expect("buffer layout");
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        assert!(!ptr.is_null(), "out of memory allocating {len} bytes");
-        AlignedBuf { ptr, len }
+        // SAFETY: a fresh private anonymous mapping; checked for failure below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert!(
+            ptr != libc::MAP_FAILED,
+            "out of memory mapping {len} bytes: {}",
+            std::io::Error::last_os_error()
+        );
+        AlignedBuf {
+            ptr: ptr as *mut u8,
+            len,
+        }
     }
     pub fn ptr(&self) -> *mut u8 {
         self.ptr
@@ -67,8 +83,8 @@ impl AlignedBuf {
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
         if self.len > 0 {
-            let layout = std::alloc::Layout::from_size_align(self.len, 16).expect("layout");
-            unsafe { std::alloc::dealloc(self.ptr, layout) };
+            // SAFETY: the mapping made in `zeroed`, unmapped once.
+            unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
         }
     }
 }
