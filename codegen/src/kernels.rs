@@ -41,11 +41,19 @@ pub enum KernelSpec {
         dims: u32,
         neox: bool,
     },
-    /// `fn(src, cache, s, p)`: `cache[kvh][p + i][d] = src[i][kvh][d]`.
-    KvAppend { kvh: usize, d: usize, cap: usize },
+    /// `fn(src, cache, s, p)`: `cache[kvh][p + i][d] = src[i][kvh][d]`, or with
+    /// `transposed` (the K cache) `cache[kvh][d][p + i] = src[i][kvh][d]`.
+    KvAppend {
+        kvh: usize,
+        d: usize,
+        cap: usize,
+        transposed: bool,
+    },
     /// `fn(q, kc, vc, o, s, p, r_lo, r_hi)`: causal GQA attention with online softmax over
-    /// key blocks of `block`. `q`, `o`: `[s, h, d]`; caches `[kvh, cap, d]`; work item
-    /// `r = head · s + row`.
+    /// key blocks of `block`. `q`, `o`: `[s, h, d]`; the K cache transposed `[kvh, d, cap]`
+    /// (scores of 16 keys are then 16-wide FMAs with no horizontal sums; the kernel reads up
+    /// to 15 floats past a row's live keys, so the buffer needs 64 bytes of slack), the V
+    /// cache `[kvh, cap, d]`; work item `r = head · s + row`.
     Attention {
         h: usize,
         kvh: usize,
@@ -91,7 +99,15 @@ impl KernelSpec {
             } => {
                 format!("lpuc_rope_{heads}_{hd}_{dims}_{}", *neox as u8)
             }
-            KernelSpec::KvAppend { kvh, d, cap } => format!("lpuc_kvapp_{kvh}_{d}_{cap}"),
+            KernelSpec::KvAppend {
+                kvh,
+                d,
+                cap,
+                transposed,
+            } => format!(
+                "lpuc_kvapp_{kvh}_{d}_{cap}{}",
+                if *transposed { "_t" } else { "" }
+            ),
             KernelSpec::Attention {
                 h,
                 kvh,
@@ -119,7 +135,12 @@ impl KernelSpec {
                 dims,
                 neox,
             } => emit_rope(m, &name, *heads, *hd, *dims, *neox),
-            KernelSpec::KvAppend { kvh, d, cap } => emit_kvapp(m, &name, *kvh, *d, *cap),
+            KernelSpec::KvAppend {
+                kvh,
+                d,
+                cap,
+                transposed,
+            } => emit_kvapp(m, &name, *kvh, *d, *cap, *transposed),
             KernelSpec::Attention {
                 h,
                 kvh,
@@ -621,11 +642,35 @@ fn emit_rope(m: &mut ModuleText, name: &str, heads: usize, hd: usize, dims: u32,
     m.push_fn(f);
 }
 
-fn emit_kvapp(m: &mut ModuleText, name: &str, kvh: usize, d: usize, cap: usize) {
+fn emit_kvapp(m: &mut ModuleText, name: &str, kvh: usize, d: usize, cap: usize, transposed: bool) {
     let mut f = Fb::new(
         &format!("void @{name}(ptr noalias %src, ptr noalias %cache, i64 %s, i64 %p)"),
         0,
     );
+    if transposed {
+        f.for_loop("0", "%s", &[], |f, si| {
+            f.for_loop("0", &kvh.to_string(), &[], |f, h| {
+                f.for_loop("0", &d.to_string(), &[], |f, dd| {
+                    let a = f.v(format!("mul nsw i64 {si}, {kvh}"));
+                    let a2 = f.v(format!("add nsw i64 {a}, {h}"));
+                    let a3 = f.v(format!("mul nsw i64 {a2}, {d}"));
+                    let so = f.v(format!("add nsw i64 {a3}, {dd}"));
+                    let sp = f.gep("float", "%src", &so);
+                    let c0 = f.v(format!("mul nsw i64 {h}, {d}"));
+                    let c1 = f.v(format!("add nsw i64 {c0}, {dd}"));
+                    let c2 = f.v(format!("mul nsw i64 {c1}, {cap}"));
+                    let c3 = f.v(format!("add nsw i64 {c2}, %p"));
+                    let co = f.v(format!("add nsw i64 {c3}, {si}"));
+                    let cp = f.gep("float", "%cache", &co);
+                    let v = f.v(format!("load float, ptr {sp}, align 4"));
+                    f.i(format!("store float {v}, ptr {cp}, align 4"));
+                });
+            });
+        });
+        f.i("ret void");
+        m.push_fn(f);
+        return;
+    }
     f.for_loop("0", "%s", &[], |f, si| {
         f.for_loop("0", &kvh.to_string(), &[], |f, h| {
             let a = f.v(format!("mul nsw i64 {si}, {kvh}"));
@@ -666,7 +711,13 @@ fn emit_attn(
         &format!("void @{name}(ptr noalias %q, ptr noalias %kc, ptr noalias %vc, ptr noalias %o, i64 %s, i64 %p, i64 %r0, i64 %r1)"),
         0,
     );
-    f.i(format!("%sc = alloca [{block} x float], align 64"));
+    m.declare(FMA16);
+    m.declare("declare <16 x float> @llvm.maxnum.v16f32(<16 x float>, <16 x float>)");
+    m.declare("declare float @llvm.vector.reduce.fmax.v16f32(<16 x float>)");
+    f.i(format!(
+        "%sc = alloca [{} x float], align 64",
+        block.div_ceil(16) * 16
+    ));
     f.for_loop("%r0", "%r1", &[], |f, r| {
         let hh = f.v(format!("sdiv i64 {r}, %s"));
         let si = f.v(format!("srem i64 {r}, %s"));
@@ -693,32 +744,65 @@ fn emit_attn(
                 let rem = f.v(format!("sub nsw i64 {n}, {j0}"));
                 let lt = f.v(format!("icmp slt i64 {rem}, {block}"));
                 let jn = f.v(format!("select i1 {lt}, i64 {rem}, i64 {block}"));
-                f.for_loop("0", &jn, &[("bm", "float", ninf)], |f, jj| {
-                    let j = f.v(format!("add nsw i64 {j0}, {jj}"));
-                    let ko = f.v(format!("mul nsw i64 {j}, {d}"));
-                    let kp = f.gep("float", &kb, &ko);
-                    let kv = f.v(format!("load {vt}, ptr {kp}, align 4"));
-                    let pr = f.v(format!("fmul {RED} {vt} {qv}, {kv}"));
-                    let dot = f.v(format!(
-                        "call {RED} float @llvm.vector.reduce.fadd.v{d}f32(float -0.0, {vt} {pr})"
+                // Scores of 16 keys at a time from the transposed K cache: q[dd] broadcast
+                // times K[dd][j..j + 16], four accumulators; lanes past the block are -inf.
+                let ng = f.v(format!("add nsw i64 {jn}, 15"));
+                let ngr = f.v(format!("sdiv i64 {ng}, 16"));
+                f.for_loop("0", &ngr, &[("bm", "<16 x float>", &splat(16, "float", ninf))], |f, gi| {
+                    let jj0 = f.v(format!("mul nsw i64 {gi}, 16"));
+                    let jb = f.v(format!("add nsw i64 {j0}, {jj0}"));
+                    let mut accs: Vec<String> = vec!["zeroinitializer".into(); 4];
+                    for dd in 0..d {
+                        let ko = f.v(format!("add nsw i64 {jb}, {}", dd * cap));
+                        let kp = f.gep("float", &kb, &ko);
+                        let kv = f.v(format!("load <16 x float>, ptr {kp}, align 4"));
+                        let qd = f.v(format!("extractelement {vt} {qv}, i64 {dd}"));
+                        let qs = f.splat_v(16, "float", &qd);
+                        let a = accs[dd % 4].clone();
+                        accs[dd % 4] = f.v(format!(
+                            "call <16 x float> @llvm.fma.v16f32(<16 x float> {qs}, <16 x float> {kv}, <16 x float> {a})"
+                        ));
+                    }
+                    let s01 = f.v(format!("fadd <16 x float> {}, {}", accs[0], accs[1]));
+                    let s23 = f.v(format!("fadd <16 x float> {}, {}", accs[2], accs[3]));
+                    let sum = f.v(format!("fadd <16 x float> {s01}, {s23}"));
+                    let sv = f.v(format!("fmul <16 x float> {sum}, {}", splat(16, "float", &f32c(scale))));
+                    let lanes: Vec<String> = (0..16).map(|i| format!("i64 {i}")).collect();
+                    let jjs = f.splat_v(16, "i64", &jj0);
+                    let idx = f.v(format!("add <16 x i64> {jjs}, <{}>", lanes.join(", ")));
+                    let jns = f.splat_v(16, "i64", &jn);
+                    let live = f.v(format!("icmp slt <16 x i64> {idx}, {jns}"));
+                    let masked = f.v(format!(
+                        "select <16 x i1> {live}, <16 x float> {sv}, <16 x float> {}",
+                        splat(16, "float", ninf)
                     ));
-                    let sv = f.v(format!("fmul float {dot}, {}", f32c(scale)));
-                    let sp = f.gep("float", "%sc", jj);
-                    f.i(format!("store float {sv}, ptr {sp}, align 4"));
-                    f.i(format!("%bm.n = call float @llvm.maxnum.f32(float %bm, float {sv})"));
+                    let sp = f.gep("float", "%sc", &jj0);
+                    f.i(format!("store <16 x float> {masked}, ptr {sp}, align 4"));
+                    f.i(format!(
+                        "%bm.n = call <16 x float> @llvm.maxnum.v16f32(<16 x float> %bm, <16 x float> {masked})"
+                    ));
                 });
-                let mn = f.v("call float @llvm.maxnum.f32(float %mx, float %bm)");
+                let bms = f.v("call float @llvm.vector.reduce.fmax.v16f32(<16 x float> %bm)");
+                let mn = f.v(format!("call float @llvm.maxnum.f32(float %mx, float {bms})"));
                 let dm = f.v(format!("fsub float %mx, {mn}"));
                 let alpha = f.v(format!("call float @lpuc_exp(float {dm})"));
                 let l1 = f.v(format!("fmul float %l, {alpha}"));
                 let als = f.splat_v(d, "float", &alpha);
                 let acc1 = f.v(format!("fmul {vt} %acc, {als}"));
-                f.for_loop("0", &jn, &[("l2", "float", &l1), ("acc2", &vt, &acc1)], |f, jj| {
+                // Probabilities in place: a loop of its own (no vector carried through
+                // it), so LLVM vectorizes the inlined `exp` 16 keys at a time.
+                f.for_loop("0", &jn, &[("l2", "float", &l1)], |f, jj| {
                     let sp = f.gep("float", "%sc", jj);
                     let sv = f.v(format!("load float, ptr {sp}, align 4"));
                     let ds = f.v(format!("fsub float {sv}, {mn}"));
                     let pv = f.v(format!("call float @lpuc_exp(float {ds})"));
-                    f.i(format!("%l2.n = fadd float %l2, {pv}"));
+                    f.i(format!("store float {pv}, ptr {sp}, align 4"));
+                    f.i(format!("%l2.n = fadd {RED} float %l2, {pv}"));
+                });
+                let lsum = f.v("fadd float %l2, 0.0");
+                f.for_loop("0", &jn, &[("acc2", &vt, &acc1)], |f, jj| {
+                    let sp = f.gep("float", "%sc", jj);
+                    let pv = f.v(format!("load float, ptr {sp}, align 4"));
                     let j = f.v(format!("add nsw i64 {j0}, {jj}"));
                     let vo = f.v(format!("mul nsw i64 {j}, {d}"));
                     let vp = f.gep("float", &vb, &vo);
@@ -727,7 +811,7 @@ fn emit_attn(
                     f.i(format!("%acc2.n = call {vt} @llvm.fma.v{d}f32({vt} {vv}, {vt} {ps}, {vt} %acc2)"));
                 });
                 f.i(format!("%mx.n = fadd float {mn}, 0.0"));
-                f.i("%l.n = fadd float %l2, 0.0");
+                f.i(format!("%l.n = fadd float {lsum}, 0.0"));
                 f.i(format!("%acc.n = fadd {vt} %acc2, zeroinitializer"));
             },
         );

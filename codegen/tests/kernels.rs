@@ -336,7 +336,18 @@ fn kv_append_and_flash_attention_match_reference() {
     let (h, kvh, d, cap) = (6usize, 2usize, 16usize, 200usize);
     for (block, s, p) in [(8usize, 1usize, 37usize), (16, 23, 0), (4, 9, 50)] {
         let specs = [
-            KernelSpec::KvAppend { kvh, d, cap },
+            KernelSpec::KvAppend {
+                kvh,
+                d,
+                cap,
+                transposed: false,
+            },
+            KernelSpec::KvAppend {
+                kvh,
+                d,
+                cap,
+                transposed: true,
+            },
             KernelSpec::Attention {
                 h,
                 kvh,
@@ -349,17 +360,22 @@ fn kv_append_and_flash_attention_match_reference() {
         let syms: Vec<String> = specs.iter().map(|s| s.symbol()).collect();
         let k = load(&module_for(&specs), &host, &syms).unwrap();
         let app: KvApp = unsafe { std::mem::transmute(k.addr(&syms[0])) };
-        let att: Attn = unsafe { std::mem::transmute(k.addr(&syms[1])) };
+        let app_t: KvApp = unsafe { std::mem::transmute(k.addr(&syms[1])) };
+        let att: Attn = unsafe { std::mem::transmute(k.addr(&syms[2])) };
         let mut r = rng(13 + s as u64);
         let t = p + s;
         // Full K/V in [kvh, t, d]; the first p rows are "already cached".
         let kf = randv(&mut r, kvh * t * d, 2.0);
         let vf = randv(&mut r, kvh * t * d, 2.0);
-        let mut kc = vec![0f32; kvh * cap * d];
+        // K transposed [kvh, d, cap] (+16 floats of slack: whole 16-key groups are read),
+        // V [kvh, cap, d]. Stale garbage past the live keys must not matter.
+        let mut kc = vec![1e30f32; kvh * cap * d + 16];
         let mut vc = vec![0f32; kvh * cap * d];
         for hh in 0..kvh {
             for j in 0..p {
-                kc[(hh * cap + j) * d..][..d].copy_from_slice(&kf[(hh * t + j) * d..][..d]);
+                for dd in 0..d {
+                    kc[(hh * d + dd) * cap + j] = kf[(hh * t + j) * d + dd];
+                }
                 vc[(hh * cap + j) * d..][..d].copy_from_slice(&vf[(hh * t + j) * d..][..d]);
             }
         }
@@ -372,14 +388,23 @@ fn kv_append_and_flash_attention_match_reference() {
                 vnew[(i * kvh + hh) * d..][..d].copy_from_slice(&vf[(hh * t + p + i) * d..][..d]);
             }
         }
-        app(knew.as_ptr(), kc.as_mut_ptr(), s as i64, p as i64);
+        app_t(knew.as_ptr(), kc.as_mut_ptr(), s as i64, p as i64);
         app(vnew.as_ptr(), vc.as_mut_ptr(), s as i64, p as i64);
         for hh in 0..kvh {
             assert_eq!(
-                &kc[hh * cap * d..][..t * d],
-                &kf[hh * t * d..][..t * d],
+                &vc[hh * cap * d..][..t * d],
+                &vf[hh * t * d..][..t * d],
                 "kv_append"
             );
+            for j in 0..t {
+                for dd in 0..d {
+                    assert_eq!(
+                        kc[(hh * d + dd) * cap + j],
+                        kf[(hh * t + j) * d + dd],
+                        "transposed kv_append"
+                    );
+                }
+            }
         }
         let q = randv(&mut r, s * h * d, 2.0);
         let mut o = vec![f32::NAN; s * h * d];

@@ -226,7 +226,8 @@ impl<'w> JitForward<'w> {
         let caches = plan
             .caches
             .iter()
-            .map(|c| AlignedBuf::zeroed(c.kvh * plan.cap * c.d * 4))
+            // + 64 bytes: the attention kernel reads whole 16-key groups (masked).
+            .map(|c| AlignedBuf::zeroed(c.kvh * plan.cap * c.d * 4 + 64))
             .collect();
         // Loading left freed temporaries (GGUF metadata arrays, lowering tables) in the
         // heap's resident pages; hand them back before the long-lived part begins.
