@@ -42,7 +42,8 @@ pub enum KernelSpec {
         neox: bool,
     },
     /// `fn(src, cache, s, p)`: `cache[kvh][p + i][d] = src[i][kvh][d]`, or with
-    /// `transposed` (the K cache) `cache[kvh][d][p + i] = src[i][kvh][d]`.
+    /// `transposed` (the K cache) in 16-key tiles, `cache[kvh][j / 16][d][j % 16] =
+    /// src[i][kvh][d]` for `j = p + i` (see [`k_tile_offset`]).
     KvAppend {
         kvh: usize,
         d: usize,
@@ -50,10 +51,11 @@ pub enum KernelSpec {
         transposed: bool,
     },
     /// `fn(q, kc, vc, o, s, p, r_lo, r_hi)`: causal GQA attention with online softmax over
-    /// key blocks of `block`. `q`, `o`: `[s, h, d]`; the K cache transposed `[kvh, d, cap]`
-    /// (scores of 16 keys are then 16-wide FMAs with no horizontal sums; the kernel reads up
-    /// to 15 floats past a row's live keys, so the buffer needs 64 bytes of slack), the V
-    /// cache `[kvh, cap, d]`; work item `r = head · s + row`.
+    /// key blocks of `block` (rounded up to a multiple of 16). `q`, `o`: `[s, h, d]`; the K
+    /// cache in transposed 16-key tiles (`KvAppend { transposed: true }`: the scores of 16
+    /// keys are 16-wide FMAs over one 4 KiB tile, with no horizontal sums, and a new token
+    /// touches one tile, not a page per dimension), the V cache `[kvh, cap, d]`; work item
+    /// `r = head · s + row`.
     Attention {
         h: usize,
         kvh: usize,
@@ -642,6 +644,17 @@ fn emit_rope(m: &mut ModuleText, name: &str, heads: usize, hd: usize, dims: u32,
     m.push_fn(f);
 }
 
+/// Element offset of key `j`, dimension `dd` of KV head `h` in a tiled K cache of capacity
+/// `cap` (rounded up to whole tiles): `[kvh][cap / 16][d][16]`.
+pub fn k_tile_offset(h: usize, j: usize, dd: usize, d: usize, cap: usize) -> usize {
+    h * cap.div_ceil(16) * 16 * d + (j / 16) * 16 * d + dd * 16 + j % 16
+}
+
+/// Elements of one KV head's tiled K cache.
+fn k_head_elems(d: usize, cap: usize) -> usize {
+    cap.div_ceil(16) * 16 * d
+}
+
 fn emit_kvapp(m: &mut ModuleText, name: &str, kvh: usize, d: usize, cap: usize, transposed: bool) {
     let mut f = Fb::new(
         &format!("void @{name}(ptr noalias %src, ptr noalias %cache, i64 %s, i64 %p)"),
@@ -656,11 +669,16 @@ fn emit_kvapp(m: &mut ModuleText, name: &str, kvh: usize, d: usize, cap: usize, 
                     let a3 = f.v(format!("mul nsw i64 {a2}, {d}"));
                     let so = f.v(format!("add nsw i64 {a3}, {dd}"));
                     let sp = f.gep("float", "%src", &so);
-                    let c0 = f.v(format!("mul nsw i64 {h}, {d}"));
-                    let c1 = f.v(format!("add nsw i64 {c0}, {dd}"));
-                    let c2 = f.v(format!("mul nsw i64 {c1}, {cap}"));
-                    let c3 = f.v(format!("add nsw i64 {c2}, %p"));
-                    let co = f.v(format!("add nsw i64 {c3}, {si}"));
+                    // k_tile_offset(h, j = p + si, dd)
+                    let j = f.v(format!("add nsw i64 %p, {si}"));
+                    let jt = f.v(format!("udiv i64 {j}, 16"));
+                    let jl = f.v(format!("urem i64 {j}, 16"));
+                    let c0 = f.v(format!("mul nsw i64 {h}, {}", k_head_elems(d, cap)));
+                    let c1 = f.v(format!("mul nsw i64 {jt}, {}", 16 * d));
+                    let c2 = f.v(format!("add nsw i64 {c0}, {c1}"));
+                    let c4 = f.v(format!("mul nsw i64 {dd}, 16"));
+                    let c5 = f.v(format!("add nsw i64 {c2}, {c4}"));
+                    let co = f.v(format!("add nsw i64 {c5}, {jl}"));
                     let cp = f.gep("float", "%cache", &co);
                     let v = f.v(format!("load float, ptr {sp}, align 4"));
                     f.i(format!("store float {v}, ptr {cp}, align 4"));
@@ -701,6 +719,8 @@ fn emit_attn(
     block: usize,
     scale: f32,
 ) {
+    // Key blocks start on K tiles (online softmax is exact for any blocking).
+    let block = block.div_ceil(16) * 16;
     let vt = format!("<{d} x float>");
     m.declare(&format!(
         "declare float @llvm.vector.reduce.fadd.v{d}f32(float, {vt})"
@@ -728,7 +748,8 @@ fn emit_attn(
         let qp = f.gep("float", "%q", &qo);
         let qv = f.v(format!("load {vt}, ptr {qp}, align 4"));
         let kvo = f.v(format!("mul nsw i64 {kh}, {}", cap * d));
-        let kb = f.gep("float", "%kc", &kvo);
+        let kto = f.v(format!("mul nsw i64 {kh}, {}", k_head_elems(d, cap)));
+        let kb = f.gep("float", "%kc", &kto);
         let vb = f.gep("float", "%vc", &kvo);
         let n0 = f.v(format!("add nsw i64 %p, {si}"));
         let n = f.v(format!("add nsw i64 {n0}, 1"));
@@ -751,9 +772,11 @@ fn emit_attn(
                 f.for_loop("0", &ngr, &[("bm", "<16 x float>", &splat(16, "float", ninf))], |f, gi| {
                     let jj0 = f.v(format!("mul nsw i64 {gi}, 16"));
                     let jb = f.v(format!("add nsw i64 {j0}, {jj0}"));
+                    // `jb` is a multiple of 16 (blocks are), so the group is one tile.
+                    let tb = f.v(format!("mul nsw i64 {jb}, {d}"));
                     let mut accs: Vec<String> = vec!["zeroinitializer".into(); 4];
                     for dd in 0..d {
-                        let ko = f.v(format!("add nsw i64 {jb}, {}", dd * cap));
+                        let ko = f.v(format!("add nsw i64 {tb}, {}", dd * 16));
                         let kp = f.gep("float", &kb, &ko);
                         let kv = f.v(format!("load <16 x float>, ptr {kp}, align 4"));
                         let qd = f.v(format!("extractelement {vt} {qv}, i64 {dd}"));

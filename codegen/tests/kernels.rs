@@ -367,14 +367,17 @@ fn kv_append_and_flash_attention_match_reference() {
         // Full K/V in [kvh, t, d]; the first p rows are "already cached".
         let kf = randv(&mut r, kvh * t * d, 2.0);
         let vf = randv(&mut r, kvh * t * d, 2.0);
-        // K transposed [kvh, d, cap] (+16 floats of slack: whole 16-key groups are read),
-        // V [kvh, cap, d]. Stale garbage past the live keys must not matter.
-        let mut kc = vec![1e30f32; kvh * cap * d + 16];
+        // K in transposed 16-key tiles, V [kvh, cap, d]. Stale garbage past the live keys
+        // must not matter.
+        let mut kc = vec![1e30f32; kvh * cap.div_ceil(16) * 16 * d];
+        let kt = |hh: usize, j: usize, dd: usize| {
+            lpuc_codegen::kernels::k_tile_offset(hh, j, dd, d, cap)
+        };
         let mut vc = vec![0f32; kvh * cap * d];
         for hh in 0..kvh {
             for j in 0..p {
                 for dd in 0..d {
-                    kc[(hh * d + dd) * cap + j] = kf[(hh * t + j) * d + dd];
+                    kc[kt(hh, j, dd)] = kf[(hh * t + j) * d + dd];
                 }
                 vc[(hh * cap + j) * d..][..d].copy_from_slice(&vf[(hh * t + j) * d..][..d]);
             }
@@ -399,7 +402,7 @@ fn kv_append_and_flash_attention_match_reference() {
             for j in 0..t {
                 for dd in 0..d {
                     assert_eq!(
-                        kc[(hh * d + dd) * cap + j],
+                        kc[kt(hh, j, dd)],
                         kf[(hh * t + j) * d + dd],
                         "transposed kv_append"
                     );

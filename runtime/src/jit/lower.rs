@@ -16,8 +16,9 @@
 //! Every activation is a row-major `[rows, width]` f32 buffer where `rows` is `S` (or 1
 //! after `take_last`); attention reads and writes `[S, heads, head_dim]` in place of the
 //! graph's transposes, and the V caches are `[kv_heads, capacity, head_dim]`, the K caches
-//! transposed `[kv_heads, head_dim, capacity]` (16 keys' scores are one vector FMA chain,
-//! with no horizontal sums; measured −33 % attention time at pp512). Anything
+//! in transposed 16-key tiles `[kv_heads, capacity / 16, head_dim, 16]` (16 keys' scores
+//! are one vector FMA chain over one 4 KiB tile, with no horizontal sums; a new token
+//! touches one tile). Anything
 //! else is refused with the op and value named, never run wrongly.
 
 use std::collections::{HashMap, HashSet};

@@ -29,6 +29,9 @@ use pool::Pool;
 pub struct AlignedBuf {
     ptr: *mut u8,
     len: usize,
+    /// The whole mapping (`ptr` may sit inside it, aligned further).
+    map: *mut u8,
+    map_len: usize,
 }
 
 unsafe impl Send for AlignedBuf {}
@@ -36,17 +39,32 @@ unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
     pub fn zeroed(len: usize) -> AlignedBuf {
+        Self::map(len, false)
+    }
+
+    /// As [`AlignedBuf::zeroed`], 2 MiB-aligned and marked for transparent huge pages: for
+    /// data that is streamed whole every token (packed weights), where 4 KiB pages cost a
+    /// TLB miss every 4 KiB. Falls back to normal pages where THP is off.
+    pub fn zeroed_huge(len: usize) -> AlignedBuf {
+        Self::map(len, true)
+    }
+
+    fn map(len: usize, huge: bool) -> AlignedBuf {
         if len == 0 {
             return AlignedBuf {
                 ptr: std::ptr::null_mut(),
                 len: 0,
+                map: std::ptr::null_mut(),
+                map_len: 0,
             };
         }
+        const HUGE: usize = 2 << 20;
+        let map_len = if huge { len + HUGE } else { len };
         // SAFETY: a fresh private anonymous mapping; checked for failure below.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len,
+                map_len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
@@ -58,9 +76,21 @@ impl AlignedBuf {
             "out of memory mapping {len} bytes: {}",
             std::io::Error::last_os_error()
         );
+        let map = ptr as *mut u8;
+        let mut p = map;
+        if huge {
+            p = (map as usize).div_ceil(HUGE).wrapping_mul(HUGE) as *mut u8;
+            // SAFETY: `[p, p + len)` lies inside the mapping; advice only.
+            #[cfg(target_os = "linux")]
+            unsafe {
+                libc::madvise(p as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+            }
+        }
         AlignedBuf {
-            ptr: ptr as *mut u8,
+            ptr: p,
             len,
+            map,
+            map_len,
         }
     }
     pub fn ptr(&self) -> *mut u8 {
@@ -84,7 +114,7 @@ impl Drop for AlignedBuf {
     fn drop(&mut self) {
         if self.len > 0 {
             // SAFETY: the mapping made in `zeroed`, unmapped once.
-            unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+            unsafe { libc::munmap(self.map as *mut libc::c_void, self.map_len) };
         }
     }
 }
@@ -99,7 +129,9 @@ pub struct JitForward<'w> {
     plan: Plan,
     addrs: Vec<usize>,
     _kernels: lpuc_codegen::Kernels,
-    packed: Vec<AlignedBuf>,
+    /// (address, bytes) of each packed matrix inside `weights_buf`.
+    packed: Vec<(usize, usize)>,
+    _weights_buf: AlignedBuf,
     norms: Vec<Vec<f32>>,
     store: &'w dyn WeightStore,
     caches: Vec<AlignedBuf>,
@@ -152,9 +184,20 @@ impl<'w> JitForward<'w> {
         let addrs = syms.iter().map(|s| kernels.addr(s)).collect();
         let compile = kernels.stats.clone();
         let pool = Pool::new(threads);
-        // Pack every matrix, split across the pool's threads.
-        let mut packed = Vec::with_capacity(plan.packs.len());
+        // Pack every matrix into one huge-page-backed buffer (the decode streams all of it
+        // every token; per-matrix buffers are mostly under 2 MiB and would get 4 KiB pages),
+        // split across the pool's threads.
+        let mut offsets = Vec::with_capacity(plan.packs.len());
+        let mut total = 0usize;
         for pd in &plan.packs {
+            let bits = pack::check_packable(pd.dtype, pd.n, pd.k)
+                .map_err(|e| format!("weight \"{}\": {e}", pd.name))?;
+            offsets.push(total);
+            total += pack::packed_len(bits, pd.n, pd.k).div_ceil(4096) * 4096;
+        }
+        let weights_buf = AlignedBuf::zeroed_huge(total);
+        let mut packed = Vec::with_capacity(plan.packs.len());
+        for (pd, &off) in plan.packs.iter().zip(&offsets) {
             let w = store
                 .get(&pd.name)
                 .ok_or_else(|| format!("weight \"{}\" is not in the weight store", pd.name))?;
@@ -165,10 +208,9 @@ impl<'w> JitForward<'w> {
                 ));
             }
             let bits = pack::check_packable(pd.dtype, pd.n, pd.k)?;
-            let out = AlignedBuf::zeroed(pack::packed_len(bits, pd.n, pd.k));
             let groups = pd.n / pack::GROUP;
             let gb = pack::packed_len(bits, pack::GROUP, pd.k);
-            let base = out.ptr() as usize;
+            let base = weights_buf.ptr() as usize + off;
             let err = std::sync::Mutex::new(None);
             pool.run(groups, 16, &|lo, hi| {
                 // SAFETY: chunks are disjoint group ranges of `out`.
@@ -191,7 +233,7 @@ impl<'w> JitForward<'w> {
             if release {
                 release_pages(w.bytes);
             }
-            packed.push(out);
+            packed.push((base, pack::packed_len(bits, pd.n, pd.k)));
         }
         let mut norms = Vec::new();
         for n in &plan.norms {
@@ -226,8 +268,8 @@ impl<'w> JitForward<'w> {
         let caches = plan
             .caches
             .iter()
-            // + 64 bytes: the attention kernel reads whole 16-key groups (masked).
-            .map(|c| AlignedBuf::zeroed(c.kvh * plan.cap * c.d * 4 + 64))
+            // Whole 16-key tiles (the K cache's layout; V just gets the same size).
+            .map(|c| AlignedBuf::zeroed(c.kvh * plan.cap.div_ceil(16) * 16 * c.d * 4))
             .collect();
         // Loading left freed temporaries (GGUF metadata arrays, lowering tables) in the
         // heap's resident pages; hand them back before the long-lived part begins.
@@ -238,6 +280,7 @@ impl<'w> JitForward<'w> {
             addrs,
             _kernels: kernels,
             packed,
+            _weights_buf: weights_buf,
             norms,
             store,
             caches,
@@ -286,7 +329,7 @@ impl<'w> JitForward<'w> {
     /// Bytes of packed weights, KV caches (virtual) and arena.
     pub fn memory(&self) -> (usize, usize, usize) {
         (
-            self.packed.iter().map(|b| b.len()).sum(),
+            self.packed.iter().map(|b| b.1).sum(),
             self.caches.iter().map(|b| b.len()).sum(),
             self.arena.len(),
         )
@@ -504,7 +547,7 @@ impl<'w> JitForward<'w> {
                         if glo < ghi {
                             let f: Fq = unsafe { std::mem::transmute(k(m.kern)) };
                             f(
-                                self.packed[m.w].ptr() as usize,
+                                self.packed[m.w].0,
                                 a,
                                 b,
                                 c,
