@@ -660,48 +660,39 @@ fn emit_kvapp(m: &mut ModuleText, name: &str, kvh: usize, d: usize, cap: usize, 
         &format!("void @{name}(ptr noalias %src, ptr noalias %cache, i64 %s, i64 %p)"),
         0,
     );
-    if transposed {
-        f.for_loop("0", "%s", &[], |f, si| {
-            f.for_loop("0", &kvh.to_string(), &[], |f, h| {
-                f.for_loop("0", &d.to_string(), &[], |f, dd| {
-                    let a = f.v(format!("mul nsw i64 {si}, {kvh}"));
-                    let a2 = f.v(format!("add nsw i64 {a}, {h}"));
-                    let a3 = f.v(format!("mul nsw i64 {a2}, {d}"));
-                    let so = f.v(format!("add nsw i64 {a3}, {dd}"));
-                    let sp = f.gep("float", "%src", &so);
-                    // k_tile_offset(h, j = p + si, dd)
-                    let j = f.v(format!("add nsw i64 %p, {si}"));
-                    let jt = f.v(format!("udiv i64 {j}, 16"));
-                    let jl = f.v(format!("urem i64 {j}, 16"));
-                    let c0 = f.v(format!("mul nsw i64 {h}, {}", k_head_elems(d, cap)));
-                    let c1 = f.v(format!("mul nsw i64 {jt}, {}", 16 * d));
-                    let c2 = f.v(format!("add nsw i64 {c0}, {c1}"));
-                    let c4 = f.v(format!("mul nsw i64 {dd}, 16"));
-                    let c5 = f.v(format!("add nsw i64 {c2}, {c4}"));
-                    let co = f.v(format!("add nsw i64 {c5}, {jl}"));
-                    let cp = f.gep("float", "%cache", &co);
-                    let v = f.v(format!("load float, ptr {sp}, align 4"));
-                    f.i(format!("store float {v}, ptr {cp}, align 4"));
-                });
-            });
-        });
-        f.i("ret void");
-        m.push_fn(f);
-        return;
-    }
     f.for_loop("0", "%s", &[], |f, si| {
         f.for_loop("0", &kvh.to_string(), &[], |f, h| {
+            // The source row src[si][h][..].
             let a = f.v(format!("mul nsw i64 {si}, {kvh}"));
             let a2 = f.v(format!("add nsw i64 {a}, {h}"));
             let so = f.v(format!("mul nsw i64 {a2}, {d}"));
             let sp = f.gep("float", "%src", &so);
-            let c0 = f.v(format!("mul nsw i64 {h}, {cap}"));
-            let c1 = f.v(format!("add nsw i64 {c0}, %p"));
-            let c2 = f.v(format!("add nsw i64 {c1}, {si}"));
-            let co = f.v(format!("mul nsw i64 {c2}, {d}"));
-            let cp = f.gep("float", "%cache", &co);
-            let v = f.v(format!("load <{d} x float>, ptr {sp}, align 4"));
-            f.i(format!("store <{d} x float> {v}, ptr {cp}, align 4"));
+            let j = f.v(format!("add nsw i64 %p, {si}"));
+            if transposed {
+                // k_tile_offset(h, j, dd) = h·head + (j / 16)·16·d + dd·16 + j % 16
+                let jt = f.v(format!("udiv i64 {j}, 16"));
+                let jl = f.v(format!("urem i64 {j}, 16"));
+                let c0 = f.v(format!("mul nsw i64 {h}, {}", k_head_elems(d, cap)));
+                let c1 = f.v(format!("mul nsw i64 {jt}, {}", 16 * d));
+                let c2 = f.v(format!("add nsw i64 {c0}, {c1}"));
+                let tile = f.v(format!("add nsw i64 {c2}, {jl}"));
+                f.for_loop("0", &d.to_string(), &[], |f, dd| {
+                    let xp = f.gep("float", &sp, dd);
+                    let x = f.v(format!("load float, ptr {xp}, align 4"));
+                    let c4 = f.v(format!("mul nsw i64 {dd}, 16"));
+                    let co = f.v(format!("add nsw i64 {tile}, {c4}"));
+                    let cp = f.gep("float", "%cache", &co);
+                    f.i(format!("store float {x}, ptr {cp}, align 4"));
+                });
+            } else {
+                // cache[h][j][..]
+                let c0 = f.v(format!("mul nsw i64 {h}, {cap}"));
+                let c1 = f.v(format!("add nsw i64 {c0}, {j}"));
+                let co = f.v(format!("mul nsw i64 {c1}, {d}"));
+                let cp = f.gep("float", "%cache", &co);
+                let v = f.v(format!("load <{d} x float>, ptr {sp}, align 4"));
+                f.i(format!("store <{d} x float> {v}, ptr {cp}, align 4"));
+            }
         });
     });
     f.i("ret void");
