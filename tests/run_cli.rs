@@ -178,3 +178,54 @@ fn missing_kernel_compiler_is_a_clear_error() {
         "{e}"
     );
 }
+
+#[test]
+fn default_backend_falls_back_to_the_interpreter_with_a_warning() {
+    // The JIT cannot start here (no kernel compiler, no cache): without `--backend` the run
+    // still completes, on the interpreter, and says why.
+    let Some(m) = model() else { return };
+    let o = Command::new(env!("CARGO_BIN_EXE_lpuc"))
+        .args([
+            "run",
+            "-m",
+            &m,
+            "-p",
+            "Once upon a time",
+            "-n",
+            "1",
+            "--temp",
+            "0",
+        ])
+        .env("LPUC_KERNEL_CACHE", "off")
+        .env("LPUC_KERNELC", "/nonexistent/lpuc-kernelc")
+        .output()
+        .expect("run lpuc");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains("warning: the JIT backend cannot run this model")
+            && e.contains("LPUC_KERNELC=/nonexistent/lpuc-kernelc")
+            && e.contains("backend interp"),
+        "{e}"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("Once upon a time,"));
+}
+
+#[test]
+fn default_backend_is_the_jit() {
+    let Some(m) = model() else { return };
+    let o = lpuc(&[
+        "run",
+        "-m",
+        &m,
+        "-p",
+        "Once upon a time",
+        "-n",
+        "1",
+        "--temp",
+        "0",
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{e}");
+    assert!(e.contains("backend jit") && !e.contains("warning"), "{e}");
+}
