@@ -24,6 +24,16 @@ fn lpuc(args: &[&str]) -> Output {
         .expect("run lpuc")
 }
 
+/// `lpuc ARGS` where the JIT cannot start: no kernel cache and no kernel compiler.
+fn lpuc_without_kernelc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lpuc"))
+        .args(args)
+        .env("LPUC_KERNEL_CACHE", "off")
+        .env("LPUC_KERNELC", "/nonexistent/lpuc-kernelc")
+        .output()
+        .expect("run lpuc")
+}
+
 fn json(o: &Output) -> serde_json::Value {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).expect("one JSON object")
@@ -163,12 +173,7 @@ fn bad_model_files_are_clear_errors() {
 #[test]
 fn missing_kernel_compiler_is_a_clear_error() {
     let Some(m) = model() else { return };
-    let o = Command::new(env!("CARGO_BIN_EXE_lpuc"))
-        .args(["run", "-m", &m, "--backend", "jit", "-p", "x", "-n", "1"])
-        .env("LPUC_KERNEL_CACHE", "off")
-        .env("LPUC_KERNELC", "/nonexistent/lpuc-kernelc")
-        .output()
-        .expect("run lpuc");
+    let o = lpuc_without_kernelc(&["run", "-m", &m, "--backend", "jit", "-p", "x", "-n", "1"]);
     assert_eq!(o.status.code(), Some(1));
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -184,22 +189,18 @@ fn default_backend_falls_back_to_the_interpreter_with_a_warning() {
     // The JIT cannot start here (no kernel compiler, no cache): without `--backend` the run
     // still completes, on the interpreter, and says why.
     let Some(m) = model() else { return };
-    let o = Command::new(env!("CARGO_BIN_EXE_lpuc"))
-        .args([
-            "run",
-            "-m",
-            &m,
-            "-p",
-            "Once upon a time",
-            "-n",
-            "1",
-            "--temp",
-            "0",
-        ])
-        .env("LPUC_KERNEL_CACHE", "off")
-        .env("LPUC_KERNELC", "/nonexistent/lpuc-kernelc")
-        .output()
-        .expect("run lpuc");
+    let args = [
+        "run",
+        "-m",
+        &m,
+        "-p",
+        "Once upon a time",
+        "-n",
+        "1",
+        "--temp",
+        "0",
+    ];
+    let o = lpuc_without_kernelc(&args);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{e}");
     assert!(

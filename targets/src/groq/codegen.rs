@@ -611,30 +611,9 @@ impl<'a> Gen<'a> {
             let mut avoid = Self::chain_slices(c, k);
             avoid.extend(d.place[0].at.slices.iter().copied());
             let vectors = d.place[0].vectors;
-            let Some((slices, bank, addr)) =
-                self.alloc
-                    .act_group(self.fp, d.elem.bytes() as usize, vectors, &avoid)
-            else {
+            let Some(id) = self.temp_off(&d, "copy", d.rows, d.cols, vectors, &avoid) else {
                 continue;
             };
-            let id = self.tensors.len() as u32;
-            self.tensors.push(TensorDecl {
-                name: format!("{}.copy", d.name),
-                kind: TensorKind::Temp,
-                elem: d.elem,
-                rows: d.rows,
-                cols: d.cols,
-                place: vec![Placement {
-                    region: Region::rows(id, 0, d.rows, 0, d.cols),
-                    at: MemAt {
-                        slices,
-                        bank,
-                        addr,
-                        partner: 0,
-                    },
-                    vectors,
-                }],
-            });
             let (src, dst) = (self.whole(t), self.whole(id));
             let vx = self.fp.vxm_pos;
             let mut cc = Chain::default();
@@ -674,30 +653,10 @@ impl<'a> Gen<'a> {
             let mut avoid = Self::chain_slices(c, k);
             avoid.extend(d.place.iter().flat_map(|p| p.at.slices.iter().copied()));
             let vectors = data.rows.max(1) * data.cols.div_ceil(320).max(1);
-            let Some((slices, bank, addr)) =
-                self.alloc
-                    .act_group(self.fp, d.elem.bytes() as usize, vectors, &avoid)
+            let Some(id) = self.temp_off(&d, "staged", data.rows, data.cols, vectors, &avoid)
             else {
                 continue;
             };
-            let id = self.tensors.len() as u32;
-            self.tensors.push(TensorDecl {
-                name: format!("{}.staged", d.name),
-                kind: TensorKind::Temp,
-                elem: d.elem,
-                rows: data.rows,
-                cols: data.cols,
-                place: vec![Placement {
-                    region: Region::rows(id, 0, data.rows, 0, data.cols),
-                    at: MemAt {
-                        slices,
-                        bank,
-                        addr,
-                        partner: 0,
-                    },
-                    vectors,
-                }],
-            });
             let staged = Region::rows(id, 0, data.rows, 0, data.cols);
             let Op::MemWrite { at, data: dd, .. } = &mut c.nodes[k].op else {
                 return false;
@@ -709,6 +668,41 @@ impl<'a> Gen<'a> {
             return true;
         }
         false
+    }
+
+    /// A temporary `rows × cols` like `like` (named `<like>.<suffix>`), placed on slices
+    /// outside `avoid`; `None` when no such group is free.
+    fn temp_off(
+        &mut self,
+        like: &TensorDecl,
+        suffix: &str,
+        rows: u32,
+        cols: u32,
+        vectors: u32,
+        avoid: &[u16],
+    ) -> Option<u32> {
+        let (slices, bank, addr) =
+            self.alloc
+                .act_group(self.fp, like.elem.bytes() as usize, vectors, avoid)?;
+        let id = self.tensors.len() as u32;
+        self.tensors.push(TensorDecl {
+            name: format!("{}.{suffix}", like.name),
+            kind: TensorKind::Temp,
+            elem: like.elem,
+            rows,
+            cols,
+            place: vec![Placement {
+                region: Region::rows(id, 0, rows, 0, cols),
+                at: MemAt {
+                    slices,
+                    bank,
+                    addr,
+                    partner: 0,
+                },
+                vectors,
+            }],
+        });
+        Some(id)
     }
 
     fn temp(&mut self, name: &str, elem: Elem, rows: u32, cols: u32) -> Result<u32, GenError> {
