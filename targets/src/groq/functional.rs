@@ -212,31 +212,30 @@ struct Runner<'a> {
 impl<'a> Runner<'a> {
     /// The instance weight id for a template weight id of a program run as `block`.
     fn instance_weight(&self, prog: &BlockProgram, block: usize, w: u32) -> u32 {
-        let template = self
-            .p
-            .model
-            .blocks
-            .iter()
-            .position(|b| b.kind == prog.kind)
-            .unwrap_or(block);
-        let (tw, _) = block_slots(&self.p.model.blocks[template]);
-        let (iw, _) = block_slots(&self.p.model.blocks[block]);
-        let i = tw.iter().position(|x| *x == w);
-        i.and_then(|i| iw.get(i).copied()).unwrap_or(w)
+        self.instance_slot(prog, block, w, |slots| &slots.0)
     }
 
     fn instance_cache(&self, prog: &BlockProgram, block: usize, c: u32) -> u32 {
-        let template = self
-            .p
-            .model
-            .blocks
+        self.instance_slot(prog, block, c, |slots| &slots.1)
+    }
+
+    /// Maps `id` from the program's template block to `block` through the slot list
+    /// `pick` selects from `block_slots` (same position, other block); unmapped ids stay.
+    fn instance_slot(
+        &self,
+        prog: &BlockProgram,
+        block: usize,
+        id: u32,
+        pick: impl Fn(&(Vec<u32>, Vec<u32>)) -> &Vec<u32>,
+    ) -> u32 {
+        let blocks = &self.p.model.blocks;
+        let template = blocks
             .iter()
             .position(|b| b.kind == prog.kind)
             .unwrap_or(block);
-        let (_, tc) = block_slots(&self.p.model.blocks[template]);
-        let (_, ic) = block_slots(&self.p.model.blocks[block]);
-        let i = tc.iter().position(|x| *x == c);
-        i.and_then(|i| ic.get(i).copied()).unwrap_or(c)
+        let (t, i) = (block_slots(&blocks[template]), block_slots(&blocks[block]));
+        let pos = pick(&t).iter().position(|x| *x == id);
+        pos.and_then(|k| pick(&i).get(k).copied()).unwrap_or(id)
     }
 
     fn shard(&mut self, w: u32, split: Split, rank: usize) -> Result<&Shard, FuncError> {
