@@ -2,7 +2,8 @@
 //!
 //! Reading order: [`pass`] (the small `Pass` trait), [`registry`] (every pass by name),
 //! [`pipeline`] (pipeline text and the default pipelines), [`manager`] (running a pipeline
-//! with the instruments), [`phase`] (invariants that hold from a phase on), [`target`]
+//! with the instruments), [`phase`] (invariants that hold from a phase on), [`lowerable`]
+//! (the closed op set each backend accepts: the pipeline's last phase), [`target`]
 //! (the little of a machine tiling and costs need), [`egraph`] (equality saturation on
 //! bounded islands: language, rules, cost model), and [`passes`], one file per pass.
 //!
@@ -18,6 +19,7 @@
 //! ```
 
 pub mod egraph;
+pub mod lowerable;
 pub mod manager;
 pub mod pass;
 pub mod passes;
