@@ -6,7 +6,7 @@
 //! (every invariant a well-formed graph keeps), [`interp`] (the slow, obviously-correct
 //! reference interpreter), [`builder`] (LLaMA graphs from a [`builder::LlamaConfig`]),
 //! [`weights`] (weight stores), [`gguf`] and [`quant`] (the GGUF container and its block
-//! formats), [`artifact`] (the binary form, behind one module).
+//! formats), [`names`] (the `blk.N` naming convention), [`artifact`] (the binary form, behind one module).
 //!
 //! ```
 //! use lpuc_ir::{builder::{build_llama, LlamaConfig}, graph::WeightSource, text, verify};
@@ -25,6 +25,7 @@ pub mod gguf;
 pub mod graph;
 pub mod import;
 pub mod interp;
+pub mod names;
 pub mod op;
 pub mod quant;
 pub mod text;

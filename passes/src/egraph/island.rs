@@ -35,10 +35,9 @@ pub struct Island {
     pub key: String,
 }
 
-/// `blk.N.` → N.
+/// `blk.N.` → N (the one parser, [`lpuc_ir::names::block_layer`]).
 pub fn blk_layer(name: &str) -> Option<i64> {
-    let rest = name.strip_prefix("blk.")?;
-    rest.split('.').next()?.parse().ok()
+    lpuc_ir::names::block_layer(name).map(i64::from)
 }
 
 pub fn is_member(g: &Graph, v: Value) -> bool {
