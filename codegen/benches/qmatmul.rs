@@ -126,6 +126,7 @@ fn fused_jit(b: Bencher, arg: &(String, (usize, usize, usize))) {
         k: d.k,
         bits: 4,
         vnni: host.vnni512(),
+        m_tile: lpuc_codegen::kernels::QMM_TILE,
     };
     let qs = KernelSpec::Quantize { k: d.k };
     let kern = load(

@@ -63,7 +63,7 @@ impl Host {
     pub fn detect() -> Host {
         Host {
             fingerprint: fingerprint(),
-            vnni512: detect_vnni512(),
+            vnni512: lpuc_host::Features::detect().vnni512(),
         }
     }
 
@@ -71,18 +71,6 @@ impl Host {
     pub fn vnni512(&self) -> bool {
         self.vnni512
     }
-}
-
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-fn detect_vnni512() -> bool {
-    std::arch::is_x86_feature_detected!("avx512vnni")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512f")
-}
-
-#[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
-fn detect_vnni512() -> bool {
-    false
 }
 
 /// The first processor's identity and flags from `/proc/cpuinfo` (every field LLVM's host

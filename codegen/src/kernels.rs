@@ -11,9 +11,11 @@
 use crate::irtext::{f32c, f64c, splat, Fb, ModuleText};
 use crate::pack::{block_bytes, GROUP, QK};
 
-/// Token-tile height of the prefill (GEMM) path of `qmatmul`: the 16-row weight block is
-/// unpacked once per tile and reused for `QMM_TILE` tokens (8 accumulators + 8 unpacked
-/// weight registers + scales fit the 32 zmm registers).
+/// The measured token-tile height of the prefill (GEMM) path of `qmatmul`: the 16-row
+/// weight block is unpacked once per tile and reused for `QMM_TILE` tokens (8 accumulators
+/// + 8 unpacked weight registers + scales fit the 32 zmm registers). The tiler's CPU
+/// description (`mr`) says the same; the backend compiles what the `tile.sizes` annotation
+/// says (`KernelSpec::QMatmul::m_tile`).
 pub const QMM_TILE: usize = 4;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +27,9 @@ pub enum KernelSpec {
         k: usize,
         bits: u32,
         vnni: bool,
+        /// Tokens one unpacked 16-row weight block is reused for (the `m` of the op's
+        /// `tile.sizes`); [`QMM_TILE`] is the measured choice.
+        m_tile: usize,
     },
     /// `fn(x, xq, dx, sx, r_lo, r_hi)`: rows of `k` f32 to q8 blocks with sums (see
     /// [`crate::pack::quantize_ref`]).
@@ -80,9 +85,15 @@ impl KernelSpec {
     /// The function's symbol: every baked parameter is in it, so equal names mean equal code.
     pub fn symbol(&self) -> String {
         match self {
-            KernelSpec::QMatmul { n, k, bits, vnni } => {
+            KernelSpec::QMatmul {
+                n,
+                k,
+                bits,
+                vnni,
+                m_tile,
+            } => {
                 format!(
-                    "lpuc_qmm_{n}x{k}_b{bits}_{}",
+                    "lpuc_qmm_{n}x{k}_b{bits}_m{m_tile}_{}",
                     if *vnni { "vnni" } else { "gen" }
                 )
             }
@@ -127,7 +138,13 @@ impl KernelSpec {
     pub fn emit(&self, m: &mut ModuleText) {
         let name = self.symbol();
         match self {
-            KernelSpec::QMatmul { n, k, bits, vnni } => emit_qmm(m, &name, *n, *k, *bits, *vnni),
+            KernelSpec::QMatmul {
+                n,
+                k,
+                bits,
+                vnni,
+                m_tile,
+            } => emit_qmm(m, &name, *n, *k, *bits, *vnni, *m_tile),
             KernelSpec::Quantize { k } => emit_quant(m, &name, *k),
             KernelSpec::RmsNorm { d, eps, scaled } => emit_rmsnorm(m, &name, *d, *eps, *scaled),
             KernelSpec::RopeTable { dims, theta } => emit_ropetab(m, &name, *dims, *theta),
@@ -381,7 +398,15 @@ fn prefetch_distance() -> usize {
     GEMV_PREFETCH
 }
 
-fn emit_qmm(m: &mut ModuleText, name: &str, n: usize, k: usize, bits: u32, vnni: bool) {
+fn emit_qmm(
+    m: &mut ModuleText,
+    name: &str,
+    n: usize,
+    k: usize,
+    bits: u32,
+    vnni: bool,
+    m_tile: usize,
+) {
     m.declare(FMA16);
     m.declare("declare void @llvm.prefetch.p0(ptr, i32, i32, i32)");
     if vnni {
@@ -391,7 +416,7 @@ fn emit_qmm(m: &mut ModuleText, name: &str, n: usize, k: usize, bits: u32, vnni:
     }
     let nb = k / QK;
     let gbytes = nb * block_bytes(bits);
-    let t = QMM_TILE;
+    let t = m_tile.max(1);
     emit_qmm_tile(m, &format!("{name}_t{t}"), n, k, bits, t, vnni);
     emit_qmm_tile(m, &format!("{name}_t1"), n, k, bits, 1, vnni);
     let mut f = Fb::new(

@@ -74,7 +74,13 @@ fn check_qmatmul(dt: DType, vnni: bool, n: usize, k: usize, ms: &[usize], seed: 
     let wdq = lpuc_ir::quant::dequantize_to_vec(dt, &wbytes).unwrap();
     let packed = pack::pack(dt, &wbytes, n, k).unwrap();
     let bits = pack::packed_bits(dt).unwrap();
-    let spec = KernelSpec::QMatmul { n, k, bits, vnni };
+    let spec = KernelSpec::QMatmul {
+        n,
+        k,
+        bits,
+        vnni,
+        m_tile: lpuc_codegen::kernels::QMM_TILE,
+    };
     let kq = KernelSpec::Quantize { k };
     let kern = load(
         &module_for(&[spec.clone(), kq.clone()]),

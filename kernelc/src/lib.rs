@@ -41,11 +41,6 @@ impl LlvmHost {
         self.features.split(',').any(|f| f == format!("+{feat}"))
     }
 
-    /// AVX-512 VNNI (`vpdpbusd` on zmm) with BW for byte ops.
-    pub fn vnni512(&self) -> bool {
-        self.has("avx512vnni") && self.has("avx512bw") && self.has("avx512f")
-    }
-
     /// A module's text with the host placeholders filled in.
     pub fn resolve(&self, text: &str) -> String {
         resolve_host(text, &self.cpu, &self.features)

@@ -95,30 +95,43 @@ fn a_foreign_caller_id_is_refused() {
     assert_eq!(String::from_utf8_lossy(&id.stdout).trim(), compiler_id());
 }
 
-/// The runtime's vnni decision (std's CPUID view) agrees with LLVM's host features, or
-/// the VNNI kernels would not be selectable.
+/// The one host detection (`lpuc-host`, std's CPUID view) agrees with the features LLVM
+/// compiles for, or a kernel tier chosen at run time could use instructions LLVM was not
+/// allowed to emit (or the reverse).
 #[test]
-fn std_and_llvm_agree_on_vnni() {
-    assert_eq!(
-        lpuc_codegen::Host::detect().vnni512(),
-        LlvmHost::detect().vnni512()
-    );
+fn std_and_llvm_agree_on_features() {
+    let f = lpuc_host::Features::detect();
+    let llvm = LlvmHost::detect();
+    for (name, std_has) in [
+        ("avx2", f.avx2),
+        ("fma", f.fma),
+        ("f16c", f.f16c),
+        ("avx512f", f.avx512f),
+        ("avx512bw", f.avx512bw),
+        ("avx512vnni", f.avx512vnni),
+        ("avxvnni", f.avxvnni),
+    ] {
+        assert_eq!(std_has, llvm.has(name), "feature {name}: std vs LLVM");
+    }
 }
 
 /// The hot loop must use the host's vector ISA: AVX-512 VNNI `vpdpbusd` on zmm registers
 /// and FMA. Reproduce by hand with `lpuc bench --dump-kernels DIR` + `objdump -d`.
 #[test]
 fn qmatmul_disassembly_uses_vnni_and_fma() {
-    let host = LlvmHost::detect();
-    if !host.vnni512() {
-        eprintln!("host lacks AVX-512 VNNI; nothing to check");
+    if !lpuc_host::Features::detect().vnni512() {
+        eprintln!(
+            "skipped: the host lacks AVX-512 VNNI, so the VNNI kernel cannot be checked here"
+        );
         return;
     }
+    let host = LlvmHost::detect();
     let spec = KernelSpec::QMatmul {
         n: 576,
         k: 576,
         bits: 4,
         vnni: true,
+        m_tile: lpuc_codegen::kernels::QMM_TILE,
     };
     let text = module_for(std::slice::from_ref(&spec)).render_for_host();
     let (obj, _) = compile_object(&text, &host, false).unwrap();

@@ -118,6 +118,9 @@ pub struct PassManager {
     passes: Vec<Box<dyn Pass>>,
     pub instruments: Instruments,
     pub target: TargetKind,
+    /// What `target = cpu` means for target-parameterized passes (`tile`): the reference
+    /// machine by default, [`crate::target::CpuDesc::host`] when compiling for this host.
+    pub cpu: crate::target::CpuDesc,
 }
 
 impl PassManager {
@@ -134,6 +137,7 @@ impl PassManager {
             passes,
             instruments: Instruments::default(),
             target,
+            cpu: crate::target::CpuDesc::default(),
         })
     }
 
@@ -171,6 +175,7 @@ impl PassManager {
     pub fn run(&self, g: &mut Graph, log: &mut dyn Write) -> Result<Report, PipelineError> {
         let ins = &self.instruments;
         let mut cx = PassContext::new(self.target);
+        cx.cpu = self.cpu.clone();
         let mut report = Report::default();
         let mut phases: Vec<(Phase, usize, &'static str)> = Vec::new();
         for (i, pass) in self.passes.iter().enumerate() {

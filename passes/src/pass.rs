@@ -77,6 +77,9 @@ pub struct PassContext {
     /// The target the pipeline compiles for (`lpuc opt --target`); passes with their own
     /// `target` option override it.
     pub target: TargetKind,
+    /// The CPU that `target = cpu` describes (the reference machine unless the caller,
+    /// e.g. the driver, gives the host's).
+    pub cpu: crate::target::CpuDesc,
     pub stats: Stats,
     /// Name of the pass running now (set by the manager).
     pub current: &'static str,
@@ -88,6 +91,7 @@ impl PassContext {
     pub fn new(target: TargetKind) -> PassContext {
         PassContext {
             target,
+            cpu: crate::target::CpuDesc::default(),
             stats: Stats::default(),
             current: "",
             notes: BTreeMap::new(),

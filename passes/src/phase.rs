@@ -103,9 +103,12 @@ fn check_tiled(g: &Graph) -> Result<(), (Option<Value>, String)> {
     Ok(())
 }
 
-/// The value whose buffer `v` uses: `reshape` and `output` alias their operand.
+/// The value whose buffer `v` uses: `reshape`, `output` and nodes marked `mem.view` (the
+/// CPU backend's strided views, see `plan-buffers`) alias their operand.
 pub fn alias_root(g: &Graph, mut v: Value) -> Value {
-    while matches!(g.op(v), Op::Reshape | Op::Output { .. }) {
+    while matches!(g.op(v), Op::Reshape | Op::Output { .. })
+        || g.node(v).annot.contains_key("mem.view")
+    {
         match g.operand(v, 0) {
             Some(o) => v = o,
             None => break,

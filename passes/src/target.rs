@@ -48,10 +48,17 @@ pub struct CpuDesc {
     pub l1_bytes: u64,
     pub l2_bytes: u64,
     pub l3_bytes: u64,
-    /// f32 lanes of one vector register (8 for AVX2).
+    /// f32 lanes of the widest vector register the kernels use (16 with AVX-512, 8 with
+    /// AVX2).
     pub lanes: u64,
-    /// Register micro-tile rows (`mr`); columns are `2 · lanes` (`nr`).
+    /// Register micro-tile rows (`mr`): for a float `matmul` the BLIS micro-kernel's rows
+    /// (columns are `2 · lanes`); for `qmatmul` the tokens one unpacked weight group is
+    /// reused for (`m` of its tile).
     pub mr: u64,
+    /// Output rows of one packed weight group: the unit of work of every `qmatmul`
+    /// kernel tier (16 int32 lanes of one AVX-512 register, two AVX2 registers), and so
+    /// the `n` of its tile.
+    pub group_rows: u64,
     /// Sustained DRAM bandwidth, bytes/ns (= GB/s).
     pub mem_bytes_per_ns: f64,
     /// Peak f32 FMA throughput, flop/ns (= GFLOP/s).
@@ -59,19 +66,40 @@ pub struct CpuDesc {
 }
 
 impl Default for CpuDesc {
-    /// The development machine (`lscpu`: Xeon with AVX2, 48 KiB L1d and 2 MiB L2 per core,
-    /// a large shared L3 of which we assume a 32 MiB slice). `mr = 6` with `nr = 16` is the
-    /// classic AVX2 micro-kernel: 12 accumulator registers of 16 (BLIS, Low et al. 2016).
-    /// Bandwidth and flops are round numbers for two cores; only their ratio matters.
+    /// A fixed reference machine, so filetests do not depend on the host they run on: the
+    /// development Xeon (`lscpu`: AVX-512, 48 KiB L1d and 2 MiB L2 per core, a large shared
+    /// L3 of which we assume a 32 MiB slice). Commands that compile for the machine they run
+    /// on use [`CpuDesc::host`]. `mr = 4`: the qmatmul micro-kernel keeps 4 tokens × 16
+    /// rows of int32 sums and the 16-row unpacked weight block in registers (8 + 8 of 32
+    /// zmm; measured in `codegen/src/kernels.rs` as `QMM_TILE`). Bandwidth and flops are
+    /// round numbers for two cores; only their ratio matters (the egg cost model).
     fn default() -> Self {
         CpuDesc {
             l1_bytes: 48 << 10,
             l2_bytes: 2 << 20,
             l3_bytes: 32 << 20,
-            lanes: 8,
-            mr: 6,
+            lanes: 16,
+            mr: 4,
+            group_rows: 16,
             mem_bytes_per_ns: 20.0,
             flops_per_ns: 100.0,
+        }
+    }
+}
+
+impl CpuDesc {
+    /// The CPU this process runs on (`lpuc-host`: CPUID features, sysfs cache sizes; the
+    /// reference machine's figure where the system does not say).
+    pub fn host() -> CpuDesc {
+        let d = CpuDesc::default();
+        let f = lpuc_host::Features::detect();
+        let c = lpuc_host::Caches::detect();
+        CpuDesc {
+            l1_bytes: c.l1d.unwrap_or(d.l1_bytes),
+            l2_bytes: c.l2.unwrap_or(d.l2_bytes),
+            l3_bytes: c.l3.map_or(d.l3_bytes, |l3| l3.min(d.l3_bytes)),
+            lanes: f.f32_lanes(),
+            ..d
         }
     }
 }

@@ -15,6 +15,15 @@ use lpuc_ir::interp::{max_abs_diff, Interpreter};
 use lpuc_ir::weights::random_weights;
 use lpuc_runtime::jit::JitForward;
 
+/// The JIT for `g` the one way there is: through the CPU pipeline (`lpuc-driver`).
+fn jit<'w>(
+    g: &lpuc_ir::Graph,
+    w: &'w dyn lpuc_ir::weights::WeightStore,
+    threads: usize,
+) -> JitForward<'w> {
+    lpuc_driver::jit_store(g.clone(), w, threads, &Default::default()).unwrap()
+}
+
 fn argmax(v: &[f32]) -> usize {
     v.iter()
         .enumerate()
@@ -45,7 +54,7 @@ fn tiny_prefill_then_decode_matches_interpreter() {
     let (g, w) = tiny(false);
     for threads in [1, 2] {
         let mut it = Interpreter::new(&g, &w).unwrap();
-        let mut jit = JitForward::new(&g, &w, threads).unwrap();
+        let mut jit = jit(&g, &w, threads);
         let prompt: Vec<u32> = vec![1, 17, 200, 3, 99, 45, 7, 128, 5];
         let a = it.run_tokens(&prompt).unwrap();
         let b = jit.forward(&prompt).unwrap();
@@ -79,7 +88,7 @@ fn tiny_prefill_then_decode_matches_interpreter() {
 fn tiny_all_logits_graph_and_reset() {
     let (g, w) = tiny(true);
     let mut it = Interpreter::new(&g, &w).unwrap();
-    let mut jit = JitForward::new(&g, &w, 2).unwrap();
+    let mut jit = jit(&g, &w, 2);
     let a = it.run_tokens(&[4, 5, 6]).unwrap();
     let b = jit.forward(&[4, 5, 6]).unwrap();
     let (d, _) = max_abs_diff(a.row(2), &b);
@@ -93,7 +102,7 @@ fn tiny_all_logits_graph_and_reset() {
 #[test]
 fn errors_are_reported_not_panicked() {
     let (g, w) = tiny(false);
-    let mut jit = JitForward::new(&g, &w, 1).unwrap();
+    let mut jit = jit(&g, &w, 1);
     let e = jit.forward(&[1000]).unwrap_err();
     assert!(e.contains("out of range"), "{e}");
     assert!(jit.forward(&[]).unwrap_err().contains("S = 0"));
@@ -106,9 +115,9 @@ fn errors_are_reported_not_panicked() {
 fn prefill_equals_token_by_token_decode() {
     let (g, w) = tiny(false);
     let prompt = [1u32, 17, 200, 3, 99, 45, 7, 128, 5];
-    let mut a = JitForward::new(&g, &w, 2).unwrap();
+    let mut a = jit(&g, &w, 2);
     let la = a.forward(&prompt).unwrap();
-    let mut b = JitForward::new(&g, &w, 2).unwrap();
+    let mut b = jit(&g, &w, 2);
     let mut lb = vec![];
     for t in prompt {
         lb = b.forward(&[t]).unwrap();
@@ -150,7 +159,7 @@ fn tiny_fused_graph_matches_interpreter_closely() {
     fuse_qmatmul(&mut g);
     lpuc_ir::verify::verify(&g).unwrap();
     let mut it = Interpreter::new(&g, &w).unwrap();
-    let mut jit = JitForward::new(&g, &w, 2).unwrap();
+    let mut jit = jit(&g, &w, 2);
     let prompt = [9u32, 8, 7, 250, 1, 2];
     let a = it.run_tokens(&prompt).unwrap();
     let b = jit.forward(&prompt).unwrap();

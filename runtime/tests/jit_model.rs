@@ -16,6 +16,21 @@ use lpuc_ir::import::{import_gguf, GgufWeights, ImportOptions};
 use lpuc_ir::interp::Interpreter;
 use lpuc_runtime::jit::JitForward;
 
+/// The JIT for `g` the one way there is: through the CPU pipeline (`lpuc-driver`).
+fn jit<'w>(g: &lpuc_ir::Graph, w: &'w GgufWeights) -> JitForward<'w> {
+    let o = Default::default();
+    lpuc_driver::jit(
+        g.clone(),
+        w,
+        2,
+        lpuc_driver::DEFAULT_UBATCH,
+        &o,
+        &mut std::io::sink(),
+    )
+    .unwrap()
+    .0
+}
+
 fn model() -> Option<PathBuf> {
     let p = std::env::var("LPUC_MODEL")
         .map(PathBuf::from)
@@ -94,7 +109,7 @@ fn smollm2_matches_llama_cpp_reference() {
         },
     )
     .unwrap();
-    let mut jit = JitForward::from_gguf(&g, &w, 2).unwrap();
+    let mut jit = jit(&g, &w);
     let mut names: Vec<_> = std::fs::read_dir(&refdir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
@@ -164,7 +179,7 @@ fn smollm2_greedy_equals_interpreter() {
         },
     )
     .unwrap();
-    let mut jit = JitForward::from_gguf(&g, &w, 2).unwrap();
+    let mut jit = jit(&g, &w);
     let mut it = Interpreter::new(&g, &w).unwrap();
     let prompt = [6403u32, 1980, 253, 655]; // "Once upon a time"
     let a = it.run_tokens(&prompt).unwrap().data;

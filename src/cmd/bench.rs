@@ -4,7 +4,6 @@
 
 use clap::Args as ClapArgs;
 use lpuc_ir::import::{GgufWeights, ImportOptions};
-use lpuc_runtime::jit::JitForward;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -46,6 +45,12 @@ pub struct Args {
     /// (`objdump -d DIR/kernels.o` shows the machine code).
     #[arg(long, value_name = "DIR")]
     dump_kernels: Option<PathBuf>,
+    /// Tokens per forward call at most (llama-bench's -ub): the memory plan is made for
+    /// this many; longer prompts run in chunks.
+    #[arg(short = 'u', long = "ubatch-size", visible_alias = "ub", default_value_t = lpuc_driver::DEFAULT_UBATCH)]
+    ubatch: u64,
+    #[command(flatten)]
+    pipe: super::pipeline::PipelineArgs,
 }
 
 struct Row {
@@ -81,6 +86,9 @@ fn tokens(n: usize, vocab: usize) -> Vec<u32> {
 }
 
 pub fn run(a: Args) -> super::CliResult {
+    if a.pipe.print_pipeline(lpuc_passes::TargetKind::Cpu)? {
+        return Ok(());
+    }
     if a.output != "md" && a.output != "json" {
         return Err(anyhow::anyhow!("-o must be md or json, not `{}`", a.output).into());
     }
@@ -115,13 +123,17 @@ pub fn run(a: Args) -> super::CliResult {
         .threads
         .clone()
         .unwrap_or_else(|| vec![lpuc_runtime::jit::default_threads()]);
+    let t_lower = Instant::now();
+    let lowered = lpuc_driver::lower_cpu(g, a.ubatch, &a.pipe.options(), &mut std::io::stderr())?;
+    let lower_s = t_lower.elapsed().as_secs_f64();
     let mut rows = Vec::new();
     for &t in &threads {
         let t0 = Instant::now();
-        let mut jit = JitForward::from_gguf(&g, &w, t.max(1)).map_err(anyhow::Error::msg)?;
+        let mut jit = lpuc_driver::jit_from(&lowered, &w, t.max(1))?;
         if a.output == "md" {
             eprintln!(
-                "lpuc bench: {t} threads, kernels {} in {:.0} ms, ready in {:.0} ms",
+                "lpuc bench: {t} threads, pass pipeline {:.0} ms, kernels {} in {:.0} ms, ready in {:.0} ms",
+                lower_s * 1e3,
                 if jit.compile.cache_hit {
                     "loaded from cache"
                 } else {
@@ -161,7 +173,7 @@ pub fn run(a: Args) -> super::CliResult {
         if let Some(dir) = &a.dump_kernels {
             // Compiled by `lpuc-kernelc` exactly as a cache miss would be.
             let host = lpuc_codegen::Host::detect();
-            let m = lpuc_codegen::module_for(&jit_specs(&g, &host)?);
+            let m = lpuc_codegen::module_for(&jit_specs(&lowered.graph, &host)?);
             lpuc_codegen::jit::dump(&m, dir).map_err(anyhow::Error::msg)?;
             eprintln!("lpuc bench: kernels written to {}", dir.display());
         }

@@ -3,7 +3,7 @@
 
 use clap::Args as ClapArgs;
 use lpuc_targets::groq::program::{CompileOptions, WeightMode};
-use lpuc_targets::groq::{compile, trace, MachineModel};
+use lpuc_targets::groq::{trace, MachineModel};
 use std::path::PathBuf;
 
 /// The artifact kind `lpuc sim` expects.
@@ -47,11 +47,17 @@ pub struct Args {
     /// Write a Chrome/Perfetto trace (JSON) of one decode step.
     #[arg(long, value_name = "FILE.json")]
     trace: Option<PathBuf>,
+    #[command(flatten)]
+    pipe: super::pipeline::PipelineArgs,
 }
 
 pub fn run(a: Args) -> super::CliResult {
     match a.target.as_str() {
-        "groq" => {}
+        "groq" => {
+            if a.pipe.print_pipeline(lpuc_passes::TargetKind::Groq)? {
+                return Ok(());
+            }
+        }
         "cpu" => {
             return Err(anyhow::anyhow!(
             "`lpuc compile --target cpu` is not available: use `lpuc run`/`lpuc opt --target cpu`"
@@ -104,8 +110,14 @@ pub fn run(a: Args) -> super::CliResult {
         weights,
         prompt: a.prompt.min(context),
     };
-    let prog = compile::compile(&g, &machine, &opts)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
+    let prog = lpuc_driver::groq(
+        g,
+        &machine,
+        &opts,
+        &a.pipe.options(),
+        &mut std::io::stderr(),
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
     if let Some(out) = &a.output {
         let bytes = lpuc_ir::artifact::encode(KIND, &prog)?;
         super::write_out(out, &bytes)?;

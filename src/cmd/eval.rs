@@ -16,10 +16,24 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    pipe: super::pipeline::PipelineArgs,
 }
 
 pub fn run(a: Args) -> super::CliResult {
-    let g = super::load_graph(&a.file)?;
+    if a.pipe.print_pipeline(lpuc_passes::TargetKind::Cpu)? {
+        return Ok(());
+    }
+    let mut g = super::load_graph(&a.file)?;
+    // The interpreter is the oracle: it runs the graph as written, or after `--passes=`
+    // (any pass output is interpretable), through the driver's pass manager.
+    if a.pipe.passes.is_some() {
+        let pm = lpuc_driver::pass_manager(lpuc_passes::TargetKind::Cpu, &a.pipe.options())?;
+        let report = pm.run(&mut g, &mut std::io::stderr())?;
+        if a.pipe.time_passes {
+            eprint!("{}", report.timing_table(&[]));
+        }
+    }
     let store = match &g.weights {
         WeightSource::Random { seed } => lpuc_ir::weights::random_weights(&g, *seed).map_err(anyhow::Error::msg)?,
         WeightSource::None => {

@@ -10,6 +10,7 @@ pub mod fmt;
 pub mod import;
 pub mod opt;
 pub mod passes;
+pub mod pipeline;
 pub mod run;
 pub mod sim;
 pub mod tokenize;

@@ -1,7 +1,7 @@
 //! `lpuc opt`: run a pass pipeline on an `.ir` file (in the spirit of `mlir-opt`).
 
 use clap::Args as ClapArgs;
-use lpuc_passes::{PassManager, TargetKind};
+use lpuc_passes::TargetKind;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -12,33 +12,11 @@ pub struct Args {
     /// Target whose default pipeline runs when --passes is not given: cpu or groq.
     #[arg(long, default_value = "cpu")]
     target: String,
-    /// Pipeline text, e.g. `canonicalize,fuse-int4-dequant,tile{target=cpu},plan-buffers{s=512}`.
-    #[arg(long)]
-    passes: Option<String>,
     /// Output file (`-` for stdout).
     #[arg(short, long, default_value = "-")]
     output: PathBuf,
-    /// Print the pipeline that would run (one line, the form --passes accepts) and exit.
-    #[arg(long)]
-    print_pipeline: bool,
-    /// Print the IR after every pass (to stderr).
-    #[arg(long)]
-    print_ir_after_all: bool,
-    /// Print the IR after the named pass(es) (to stderr).
-    #[arg(long, value_name = "NAME", value_delimiter = ',')]
-    print_ir_after: Vec<String>,
-    /// Print the IR after every pass that changed it (to stderr).
-    #[arg(long)]
-    print_ir_after_change: bool,
-    /// Print a table of the time each pass took (to stderr).
-    #[arg(long)]
-    time_passes: bool,
-    /// Run the verifier after every pass (always on in debug builds).
-    #[arg(long)]
-    verify_each: bool,
-    /// Run only the first N passes (find the pass that breaks a model by bisection).
-    #[arg(long, value_name = "N")]
-    opt_bisect_limit: Option<usize>,
+    #[command(flatten)]
+    pipe: super::pipeline::PipelineArgs,
     /// Print pass statistics (to stderr).
     #[arg(long)]
     stats: bool,
@@ -52,24 +30,13 @@ pub fn run(a: Args) -> super::CliResult {
             .try_init();
     }
     let target = TargetKind::parse(&a.target).map_err(anyhow::Error::msg)?;
-    let mut pm = match &a.passes {
-        Some(text) => PassManager::parse(text, target)?,
-        None => PassManager::default_for(target),
-    };
-    if a.print_pipeline {
-        println!("{}", pm.pipeline_text());
+    if a.pipe.print_pipeline(target)? {
         return Ok(());
     }
     let file = a.file.as_ref().ok_or_else(|| {
         anyhow::anyhow!("no input file (usage: lpuc opt IN.ir [--passes=…] [-o OUT.ir])")
     })?;
-    pm.set_print_ir_after(a.print_ir_after.clone())?;
-    let ins = &mut pm.instruments;
-    ins.print_ir_after_all = a.print_ir_after_all;
-    ins.print_ir_after_change = a.print_ir_after_change;
-    ins.time_passes = a.time_passes;
-    ins.verify_each |= a.verify_each;
-    ins.opt_bisect_limit = a.opt_bisect_limit;
+    let pm = lpuc_driver::pass_manager(target, &a.pipe.options())?;
     let t0 = Instant::now();
     let mut g = super::load_graph(file)?;
     let parse = t0.elapsed();
@@ -84,7 +51,7 @@ pub fn run(a: Args) -> super::CliResult {
             eprintln!("{k}: {v}");
         }
     }
-    if a.time_passes {
+    if a.pipe.time_passes {
         eprint!(
             "{}",
             report.timing_table(&[("parse + verify input", parse), ("print", print)])

@@ -69,9 +69,18 @@ pub struct Args {
     /// Write all first-position logits as float32 .npy.
     #[arg(long, value_name = "FILE.npy")]
     logits_out: Option<PathBuf>,
+    /// Tokens per forward call at most (llama.cpp's n_ubatch): the CPU memory plan is made
+    /// for this many; longer prompts prefill in chunks.
+    #[arg(short = 'u', long = "ubatch-size", visible_alias = "ub", default_value_t = lpuc_driver::DEFAULT_UBATCH)]
+    ubatch: u64,
+    #[command(flatten)]
+    pipe: super::pipeline::PipelineArgs,
 }
 
 pub fn run(a: Args) -> super::CliResult {
+    if a.pipe.print_pipeline(lpuc_passes::TargetKind::Cpu)? {
+        return Ok(());
+    }
     if let Some(t) = a.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(t.max(1))
@@ -97,17 +106,32 @@ pub fn run(a: Args) -> super::CliResult {
             })
             .map_err(anyhow::Error::msg)?;
     }
+    // The oracle runs the graph as written, or after `--passes=` when given.
+    let interp_graph = match &a.pipe.passes {
+        Some(_) if a.backend == Some(Backend::Interp) => {
+            let mut g = model.graph.clone();
+            lpuc_driver::pass_manager(lpuc_passes::TargetKind::Cpu, &a.pipe.options())?
+                .run(&mut g, &mut std::io::stderr())?;
+            g
+        }
+        _ => model.graph.clone(),
+    };
     let interp = || -> Result<Box<dyn Forward + '_>, anyhow::Error> {
         Ok(Box::new(
-            InterpForward::new(&model.graph, &model.weights).map_err(anyhow::Error::msg)?,
+            InterpForward::new(&interp_graph, &model.weights).map_err(anyhow::Error::msg)?,
         ))
     };
+    let opts = a.pipe.options();
     let jit = || {
-        lpuc_runtime::jit::JitForward::from_gguf(
-            &model.graph,
+        lpuc_driver::jit(
+            model.graph.clone(),
             &model.weights,
             a.threads.unwrap_or_else(lpuc_runtime::jit::default_threads),
+            a.ubatch,
+            &opts,
+            &mut std::io::stderr(),
         )
+        .map(|(j, _)| j)
     };
     let mut fwd: Box<dyn Forward + '_> = match a.backend {
         Some(Backend::Interp) => interp()?,

@@ -6,6 +6,23 @@
 //! extends over their uses), `kv_append` results live in their state (`mem.state`), and
 //! weights stay in the weight store.
 //!
+//! **What the CPU backend needs** (with `target = cpu`; the JIT places every buffer where
+//! this plan says and plans nothing itself):
+//! - *views*: a `transpose [0, 2, 1, 3]` (the head view of a projection, or the token view
+//!   of an attention result) is a strided view for every CPU kernel, so it gets
+//!   `mem.view = 1` and aliases its operand like `reshape` does;
+//! - *quantized activations*: a buffer read by a `qmatmul` against a block-quantized
+//!   weight also holds its q8 form (int8 values, per-32 f32 scales, per-32 sums, each
+//!   64-byte aligned) after its f32 rows; `mem.size` covers both and
+//!   `mem.q8 = [values, scales, sums]` gives the three offsets. Its lifetime is the f32
+//!   buffer's, which already ends at the last `qmatmul` reading it;
+//! - *the K-cache layout*: a `kv_append` whose result a `flash_attention` reads as K gets
+//!   `mem.layout = k_tiles16` (`[KVH, P/16, D, 16]`, 16 keys' scores are one FMA chain);
+//!   a cache read both as K and as V is refused;
+//! - *one section per shared input*: `qmatmul`s reading the same activation are scheduled
+//!   back to back (Q/K/V, gate/up), so a backend runs them as one parallel section over
+//!   one quantized input.
+//!
 //! **Sizes and symbols.** Sizes are evaluated at one binding of `B`, `P`, `S`: by default
 //! each symbol's bound (a plan valid for every call), or what the options say:
 //! `plan-buffers{s=1}` plans a decode program, `plan-buffers{s=512}` a prefill of up to 512
@@ -52,6 +69,8 @@ pub struct Plan {
     pub order: Vec<Value>,
     /// Buffer root → (offset, size).
     pub place: HashMap<Value, (u64, u64)>,
+    /// Buffer root → absolute offsets of its q8 companion `[values, scales, sums]`.
+    pub q8: HashMap<Value, [u64; 3]>,
     pub peak: u64,
     pub naive: u64,
     pub lower_bound: u64,
@@ -85,6 +104,21 @@ pub fn binding(
     })
 }
 
+/// Bytes of the q8 form of `rows` rows of `k` f32: values, scales, sums (64-byte aligned).
+pub fn q8_parts(rows: u64, k: u64) -> Option<[u64; 3]> {
+    let al = |x: u64| x.checked_add(ALIGN - 1).map(|y| y / ALIGN * ALIGN);
+    let vals = al(rows.checked_mul(k)?)?;
+    let scales = al(rows.checked_mul(k / 32)?.checked_mul(4)?)?;
+    Some([vals, scales, scales])
+}
+
+/// Whether `v`'s activation operand is quantized to q8 by the CPU backend.
+fn reads_q8(g: &Graph, v: Value) -> bool {
+    matches!(g.op(v), Op::QMatmul)
+        && g.operand(v, 1)
+            .is_some_and(|w| g.ty(w).dtype.is_quantized())
+}
+
 struct Problem {
     /// Non-weight nodes in topological order.
     nodes: Vec<Value>,
@@ -95,9 +129,11 @@ struct Problem {
     reads: HashMap<Value, Vec<Value>>,
     /// Buffers an output aliases: live to the end.
     pinned: HashSet<Value>,
+    /// Buffer roots with a q8 companion: (f32 bytes, [values, scales, sums] bytes).
+    q8: HashMap<Value, (u64, [u64; 3])>,
 }
 
-fn problem(g: &Graph, bind: &Bindings) -> Result<Problem, String> {
+fn problem(g: &Graph, bind: &Bindings, cpu: bool) -> Result<Problem, String> {
     let nodes: Vec<Value> = g
         .sorted_values()
         .into_iter()
@@ -107,6 +143,7 @@ fn problem(g: &Graph, bind: &Bindings) -> Result<Problem, String> {
     let mut size = HashMap::new();
     let mut reads = HashMap::new();
     let mut pinned = HashSet::new();
+    let mut q8 = HashMap::new();
     let num = g.numbering();
     for &v in &nodes {
         let r = alias_root(g, v);
@@ -123,11 +160,36 @@ fn problem(g: &Graph, bind: &Bindings) -> Result<Problem, String> {
                     num[&v], t.dtype
                 )
             })?;
-            let bytes = bytes
+            let mut bytes = bytes
                 .max(1)
                 .div_ceil(ALIGN)
                 .checked_mul(ALIGN)
                 .ok_or("buffer size overflows")?;
+            // The row width a qmatmul reads this buffer with (through its views).
+            let q8_k = if cpu {
+                std::iter::once(v)
+                    .chain(aliases_of(g, v))
+                    .flat_map(|a| g.users(a).into_iter().map(move |u| (a, u)))
+                    .find(|&(a, u)| reads_q8(g, u) && g.operand(u, 0) == Some(a))
+                    .map(|(a, _)| g.ty(a).shape.last().and_then(|d| d.as_const()).unwrap_or(0))
+            } else {
+                None
+            };
+            if let Some(k) = q8_k {
+                if k == 0 || k % 32 != 0 {
+                    return Err(format!(
+                        "%{}: a qmatmul input row of {k} is not a whole number of 32-element q8 blocks",
+                        num[&v]
+                    ));
+                }
+                let parts = q8_parts(n / k, k).ok_or("buffer size overflows")?;
+                let f32_bytes = bytes;
+                bytes = parts
+                    .iter()
+                    .try_fold(bytes, |a, &b| a.checked_add(b))
+                    .ok_or("buffer size overflows")?;
+                q8.insert(v, (f32_bytes, parts));
+            }
             size.insert(v, bytes);
         }
         if matches!(g.op(v), Op::Output { .. }) {
@@ -144,7 +206,58 @@ fn problem(g: &Graph, bind: &Bindings) -> Result<Problem, String> {
         size,
         reads,
         pinned,
+        q8,
     })
+}
+
+/// Every value whose buffer is `v`'s (transitively through views).
+fn aliases_of(g: &Graph, v: Value) -> Vec<Value> {
+    let mut out = vec![];
+    let mut stack = vec![v];
+    while let Some(x) = stack.pop() {
+        for u in g.users(x) {
+            if alias_root(g, u) == v && !out.contains(&u) {
+                out.push(u);
+                stack.push(u);
+            }
+        }
+    }
+    out
+}
+
+/// Moves every `qmatmul` that reads the same activation as an earlier one to right after
+/// it (valid: its only non-weight operand is already computed there), so a backend runs
+/// them as one section.
+fn group_siblings(g: &Graph, order: Vec<Value>) -> Vec<Value> {
+    let mut placed: HashSet<Value> = HashSet::new();
+    let mut out = Vec::with_capacity(order.len());
+    let member: HashSet<Value> = order.iter().copied().collect();
+    for v in &order {
+        if placed.contains(v) {
+            continue;
+        }
+        out.push(*v);
+        placed.insert(*v);
+        if !matches!(g.op(*v), Op::QMatmul) {
+            continue;
+        }
+        let Some(x) = g.operand(*v, 0) else { continue };
+        for u in &order {
+            if placed.contains(u) || !member.contains(u) || !matches!(g.op(*u), Op::QMatmul) {
+                continue;
+            }
+            let weight_only = g
+                .operands(*u)
+                .iter()
+                .skip(1)
+                .all(|o| matches!(g.op(*o), Op::Weight { .. }));
+            if g.operand(*u, 0) == Some(x) && weight_only {
+                out.push(*u);
+                placed.insert(*u);
+            }
+        }
+    }
+    out
 }
 
 fn dfs_order(g: &Graph, p: &Problem) -> Vec<Value> {
@@ -328,9 +441,15 @@ fn place(
     (off_of, peak)
 }
 
-/// Plans `g` at `bind`: the best of three orders × two placements.
+/// Plans `g` at `bind` for a target that is not the CPU: the best of three orders × two
+/// placements.
 pub fn plan(g: &Graph, bind: Bindings) -> Result<Plan, String> {
-    let p = problem(g, &bind)?;
+    plan_for(g, bind, false)
+}
+
+/// Plans `g` at `bind`; with `cpu`, with what the CPU backend needs (module header).
+pub fn plan_for(g: &Graph, bind: Bindings, cpu: bool) -> Result<Plan, String> {
+    let p = problem(g, &bind, cpu)?;
     let naive: u64 = p.size.values().sum();
     let orders: [(&'static str, Vec<Value>); 3] = [
         ("topological", p.nodes.clone()),
@@ -339,6 +458,7 @@ pub fn plan(g: &Graph, bind: Bindings) -> Result<Plan, String> {
     ];
     let mut best: Option<Plan> = None;
     for (name, order) in orders {
+        let order = group_siblings(g, order);
         if order.len() != p.nodes.len() {
             return Err(format!(
                 "the {name} schedule covers {} of {} nodes (a cycle?)",
@@ -359,6 +479,14 @@ pub fn plan(g: &Graph, bind: Bindings) -> Result<Plan, String> {
                     order_name: name,
                     order: order.clone(),
                     place: offs.iter().map(|(b, o)| (*b, (*o, p.size[b]))).collect(),
+                    q8: p
+                        .q8
+                        .iter()
+                        .filter_map(|(b, (f, parts))| {
+                            let o = offs.get(b)? + f;
+                            Some((*b, [o, o + parts[0], o + parts[0] + parts[1]]))
+                        })
+                        .collect(),
                     peak,
                     naive,
                     lower_bound: lb,
@@ -370,11 +498,47 @@ pub fn plan(g: &Graph, bind: Bindings) -> Result<Plan, String> {
     best.ok_or_else(|| "nothing to plan".to_string())
 }
 
-/// Writes a plan into the graph's annotations (replacing any earlier plan).
-pub fn annotate(g: &mut Graph, plan: &Plan) {
+/// Removes every `mem.*` annotation (an earlier plan).
+pub fn clear(g: &mut Graph) {
     for v in g.values() {
         g.node_mut(v).annot.retain(|k, _| !k.starts_with("mem."));
     }
+}
+
+/// Marks the CPU backend's views and K-cache layouts (module header); errors name a cache
+/// read both as K and as V.
+pub fn mark_cpu_layouts(g: &mut Graph) -> Result<(), String> {
+    let num = g.numbering();
+    for v in g.sorted_values() {
+        if matches!(g.op(v), Op::Transpose { perm } if perm == &[0, 2, 1, 3]) {
+            g.node_mut(v).annot.insert("mem.view".into(), Attr::Int(1));
+        }
+    }
+    let (mut as_k, mut as_v) = (HashSet::new(), HashSet::new());
+    for v in g.sorted_values() {
+        if let Op::FlashAttention { .. } = g.op(v) {
+            as_k.extend(g.operand(v, 1));
+            as_v.extend(g.operand(v, 2));
+        }
+    }
+    for k in &as_k {
+        if as_v.contains(k) {
+            return Err(format!(
+                "%{}: cache read both as K and as V by flash_attention (one cache has one layout)",
+                num[k]
+            ));
+        }
+        if matches!(g.op(*k), Op::KvAppend { .. }) {
+            g.node_mut(*k)
+                .annot
+                .insert("mem.layout".into(), Attr::Ident("k_tiles16".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Writes a plan into the graph's annotations (after [`clear`]).
+pub fn annotate(g: &mut Graph, plan: &Plan) {
     for (t, &v) in plan.order.iter().enumerate() {
         let r = alias_root(g, v);
         let state = match g.op(r) {
@@ -382,7 +546,23 @@ pub fn annotate(g: &mut Graph, plan: &Plan) {
             _ => None,
         };
         let pl = plan.place.get(&r).copied();
+        let q8 = (r == v).then(|| plan.q8.get(&r).copied()).flatten();
+        let is_input = matches!(g.op(v), Op::Input { .. });
         let a = &mut g.node_mut(v).annot;
+        if is_input {
+            // The binding the sizes hold for: a backend serves calls up to these sizes.
+            let b = &plan.binding;
+            a.insert(
+                "mem.bind".into(),
+                Attr::Ints(vec![b.b as i64, b.p as i64, b.s as i64]),
+            );
+        }
+        if let Some(q) = q8 {
+            a.insert(
+                "mem.q8".into(),
+                Attr::Ints(q.iter().map(|&x| x as i64).collect()),
+            );
+        }
         a.insert("mem.step".into(), Attr::Int(t as i64));
         if let Some(c) = state {
             a.insert("mem.state".into(), Attr::Str(c));
@@ -403,8 +583,13 @@ impl Pass for PlanBuffers {
     }
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<bool, String> {
         let bind = binding(g, self.b, self.p, self.s)?;
-        let plan = plan(g, bind)?;
         let before = g.clone();
+        clear(g);
+        let cpu = cx.target == crate::target::TargetKind::Cpu;
+        if cpu {
+            mark_cpu_layouts(g)?;
+        }
+        let plan = plan_for(g, bind, cpu)?;
         annotate(g, &plan);
         cx.stat("buffers", plan.place.len() as i64);
         cx.stat("peak bytes", plan.peak as i64);

@@ -4,8 +4,12 @@
 //! product) and every `flash_attention` gets `tile.sizes = [q_rows, kv_rows]` with its
 //! `block` set to `kv_rows`; each tiled op also gets `tile.target`.
 //!
-//! CPU (the BLIS analytic model, Low et al. 2016, for a `mr × nr` register micro-kernel with
-//! `nr = 2·lanes`):
+//! CPU `qmatmul`: the kernels' blocking, which the CPU backend compiles from the annotation
+//! (`[mr, group_rows, K]`: tokens per unpacked weight group, rows per packed group, whole
+//! rows; see [`cpu_qmatmul_tiles`]).
+//!
+//! CPU float `matmul` (the BLIS analytic model, Low et al. 2016, for a `mr × nr` register
+//! micro-kernel with `nr = 2·lanes`):
 //! - `k`: a `k × nr` panel of the weight fills half of L1 (the other half streams the
 //!   activations), in the weight's stored bytes per element, so packed int4 gets a
 //!   deeper `k`; rounded down to whole quant blocks and clipped to `K`;
@@ -16,9 +20,8 @@
 //! Symbolic dims (`S`, `P+S`) are not clipped: the tile is an upper block size and the
 //! kernel handles the remainder.
 //!
-//! Attention on CPU: a key block of K and V rows (`2·kv·D·4` bytes) fills half of L1; a
-//! query block fills half of L2 alongside its f32 accumulators; both powers of two in
-//! 16..=256.
+//! Attention on CPU: one query row per work item; a key block of K and V rows
+//! (`2·kv·D·4` bytes) fills half of L1, a power of two in 16..=256.
 //!
 //! Groq: the MXM holds a 320×320 weight tile and streams 320-element vectors, so matmuls
 //! are `[320, 320, 320]` and attention `[320, 320]` whatever the shapes (smaller operands
@@ -36,19 +39,34 @@ use crate::target::{CpuDesc, TargetKind, TileTarget};
 pub struct Tile {
     /// `None`: the pipeline's target.
     pub target: Option<TargetKind>,
-    pub cpu: CpuDesc,
+    /// Overrides of the pipeline's CPU description (`tile{l1=…, l2=…, lanes=…}`).
+    pub l1: Option<u64>,
+    pub l2: Option<u64>,
+    pub lanes: Option<u64>,
 }
 
 impl Tile {
     pub fn from_options(o: &Options) -> Result<Tile, String> {
-        let mut cpu = CpuDesc::default();
-        if let Some(x) = o.u64("l1")? {
+        let t = Tile {
+            target: o.target()?,
+            l1: o.u64("l1")?,
+            l2: o.u64("l2")?,
+            lanes: o.u64("lanes")?,
+        };
+        t.cpu(&CpuDesc::default())?;
+        Ok(t)
+    }
+
+    /// The pipeline's CPU description with this pass's overrides.
+    pub fn cpu(&self, base: &CpuDesc) -> Result<CpuDesc, String> {
+        let mut cpu = base.clone();
+        if let Some(x) = self.l1 {
             cpu.l1_bytes = x;
         }
-        if let Some(x) = o.u64("l2")? {
+        if let Some(x) = self.l2 {
             cpu.l2_bytes = x;
         }
-        if let Some(x) = o.u64("lanes")? {
+        if let Some(x) = self.lanes {
             cpu.lanes = x;
         }
         if cpu.l1_bytes < 1024 || cpu.l2_bytes < cpu.l1_bytes || cpu.lanes == 0 {
@@ -57,10 +75,7 @@ impl Tile {
                 cpu.l1_bytes, cpu.l2_bytes, cpu.lanes
             ));
         }
-        Ok(Tile {
-            target: o.target()?,
-            cpu,
-        })
+        Ok(cpu)
     }
 }
 
@@ -112,12 +127,28 @@ pub fn cpu_matmul_tiles(c: &CpuDesc, a: &TensorType, b: &TensorType) -> [u64; 3]
     [m, n, k]
 }
 
-/// `[q_rows, kv_rows]` for attention with head dim `d`.
+/// `[m, n, k]` of a `qmatmul` against `w : [N, K]`: the kernels' own blocking, which the
+/// CPU backend compiles from these numbers. `n` is one packed weight group
+/// (`group_rows`), `k` the whole row (a 16 × K group of 4-bit weights is a few KiB: it
+/// stays in L1 while it is reused), `m` the tokens one unpacked group serves (`mr`).
+pub fn cpu_qmatmul_tiles(c: &CpuDesc, w: &TensorType) -> [u64; 3] {
+    let k = w
+        .shape
+        .last()
+        .and_then(|d| d.as_const())
+        .unwrap_or(1)
+        .max(1);
+    [c.mr, c.group_rows, k]
+}
+
+/// `[q_rows, kv_rows]` for attention with head dim `d`: the CPU kernel's work item is one
+/// query row of one head (so `q_rows = 1`); a key block of K and V rows (`2·kv·D·4`
+/// bytes) fills half of L1, a power of two in 16..=256 (the K cache is stored in 16-key
+/// tiles).
 pub fn cpu_attention_tiles(c: &CpuDesc, d: u64) -> [u64; 2] {
     let d = d.max(1);
     let kv = pow2_floor((c.l1_bytes / 2) / (2 * d * 4)).clamp(16, 256);
-    let q = pow2_floor((c.l2_bytes / 2) / (2 * d * 4)).clamp(16, 256);
-    [q, kv]
+    [1, kv]
 }
 
 /// Annotates every matmul-like op; returns how many were tiled.
@@ -126,7 +157,8 @@ pub fn tile(g: &mut Graph, t: &TileTarget) -> usize {
     for v in g.sorted_values() {
         let ops = g.operands(v);
         let sizes: Vec<u64> = match (g.op(v), t) {
-            (Op::Matmul | Op::QMatmul, TileTarget::Cpu(c)) => {
+            (Op::QMatmul, TileTarget::Cpu(c)) => cpu_qmatmul_tiles(c, g.ty(ops[1])).to_vec(),
+            (Op::Matmul, TileTarget::Cpu(c)) => {
                 cpu_matmul_tiles(c, g.ty(ops[0]), g.ty(ops[1])).to_vec()
             }
             (Op::Matmul | Op::QMatmul, TileTarget::Groq(q)) => vec![q.mxm, q.mxm, q.mxm],
@@ -164,7 +196,7 @@ impl Pass for Tile {
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<bool, String> {
         let kind = self.target.unwrap_or(cx.target);
         let t = match kind {
-            TargetKind::Cpu => TileTarget::Cpu(self.cpu.clone()),
+            TargetKind::Cpu => TileTarget::Cpu(self.cpu(&cx.cpu)?),
             TargetKind::Groq => TileTarget::of(TargetKind::Groq),
         };
         let before = g.clone();

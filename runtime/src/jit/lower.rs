@@ -1,57 +1,59 @@
-//! Lowering a (possibly partly fused) LLaMA graph to a flat list of kernel steps.
+//! Lowering the CPU pipeline's output to a flat list of kernel steps: one op, one step.
 //!
-//! Accepted forms: the primitive graph `import_gguf`/`build_llama` produce *and* the fused
-//! ops the pass pipeline introduces, so the JIT never waits on a pass:
+//! The input is a graph in the phase "lowerable for cpu" (`lpuc_passes::lowerable`: fused
+//! ops only, tiled, memory-planned); [`lower`] checks that phase first and refuses anything
+//! else with the op, the value and the pass that should have removed it. Nothing here
+//! recognizes a primitive pattern. Each op maps to one step, in the plan's `mem.step`
+//! order:
 //!
-//! ```text
-//! matmul(x, dequant(w))  | qmatmul(x, w)            => quantize(x) once per x; qmatmul
-//! mul(rms_norm(x), w)    | rms_norm(x, w)           => rms_norm with scale
-//! mul(silu(a), b)        | swiglu(a, b)             => swiglu
-//! softmax(scale·matmul(q, repeat_kv(kv_append(k))) + causal_mask)
-//!     · transpose(repeat_kv(kv_append(v)))          => attention (online softmax)
-//! flash_attention(q, k, v)                          => attention
-//! reshape / transpose(0,2,1,3) / take_last          => views, no code
-//! ```
+//! | op | step |
+//! |---|---|
+//! | `embedding(table, tokens)` | `Embed` (q8_0 kernel, else GGUF dequantization per row) |
+//! | `rms_norm(x[, w])` | `RmsNorm` |
+//! | `qmatmul(x, w)` | `QMatmul` (after one `Quant` of `x` into its planned `mem.q8` companion; consecutive qmatmuls of one `x` — the plan schedules them so — are one parallel section) |
+//! | `rope(x)` | `Rope` (cos/sin table per `(dims, theta)`, computed once per call) |
+//! | `kv_append(x)` | `KvAppend`, in the layout `mem.layout` names |
+//! | `flash_attention(q, k, v)` | `Attention`, key block = `tile.sizes[1]` |
+//! | `swiglu(a, b)`, `add(a, b)` | `SwiGlu`, `Add` |
+//! | `take_last(x)` | `TakeLast` (copies the last row) |
+//! | `reshape`, `transpose [0,2,1,3]` (`mem.view`), `output` | no step: views of the operand's buffer |
 //!
-//! Every activation is a row-major `[rows, width]` f32 buffer where `rows` is `S` (or 1
-//! after `take_last`); attention reads and writes `[S, heads, head_dim]` in place of the
-//! graph's transposes, and the V caches are `[kv_heads, capacity, head_dim]`, the K caches
-//! in transposed 16-key tiles `[kv_heads, capacity / 16, head_dim, 16]` (16 keys' scores
-//! are one vector FMA chain over one 4 KiB tile, with no horizontal sums; a new token
-//! touches one tile). Anything
-//! else is refused with the op and value named, never run wrongly.
+//! Memory: every activation is a row-major `[rows, width]` f32 buffer at the plan's
+//! `mem.offset` in one arena (rows: `S`, or 1 after `take_last`); a head-first view
+//! `[B, H, S, D]` of such a buffer keeps its `[S, H, D]` layout (attention reads and writes
+//! that layout), so the plan marks those transposes as views. The plan is made at one
+//! binding of `S` (`mem.bind` on the `tokens` input): longer calls run in chunks of at most
+//! that many tokens. The V caches are `[kv_heads, capacity, head_dim]`, the K caches (planned
+//! `mem.layout = k_tiles16`) `[kv_heads, capacity / 16, head_dim, 16]`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use lpuc_codegen::kernels::KernelSpec;
 use lpuc_codegen::pack;
 use lpuc_ir::dtype::DType;
 use lpuc_ir::graph::{Graph, Value};
-use lpuc_ir::op::{Op, RopeStyle};
+use lpuc_ir::op::{Attr, Op, RopeStyle};
 use lpuc_ir::types::{Dim, Sym};
+use lpuc_passes::phase::alias_root;
+use lpuc_passes::TargetKind;
 
 /// Buffer rows: the number of new tokens, or one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Rows {
     S,
     One,
 }
 
-#[derive(Clone, Debug)]
-pub struct BufDef {
-    pub row_bytes: usize,
-    pub rows: Rows,
-}
-
-/// An activation: a buffer (all rows, or only its last row).
+/// An activation: `rows × width` f32 at an arena offset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Act {
-    pub buf: usize,
-    pub last: bool,
+    pub off: usize,
+    pub rows: Rows,
     /// f32 elements per row.
     pub width: usize,
 }
 
+/// A quantized activation: arena offsets of its values, scales and sums.
 #[derive(Clone, Debug)]
 pub struct QIn {
     pub xq: usize,
@@ -129,6 +131,10 @@ pub enum Step {
         b: Act,
         y: Act,
     },
+    TakeLast {
+        x: Act,
+        y: Act,
+    },
 }
 
 impl Step {
@@ -144,26 +150,7 @@ impl Step {
             Step::Attention { .. } => "attention",
             Step::SwiGlu { .. } => "swiglu",
             Step::Add { .. } => "add",
-        }
-    }
-
-    /// Buffers read and written (for liveness).
-    pub fn bufs(&self) -> (Vec<usize>, Vec<usize>) {
-        match self {
-            Step::Embed { out, .. } => (vec![], vec![out.buf]),
-            Step::RopeTab { tab, .. } => (vec![], vec![*tab]),
-            Step::Quant { x, q, .. } => (vec![x.buf], vec![q.xq, q.dx, q.sx]),
-            Step::QMatmul { q, mats, .. } => (
-                vec![q.xq, q.dx, q.sx],
-                mats.iter().map(|m| m.out.buf).collect(),
-            ),
-            Step::RmsNorm { x, y, .. } => (vec![x.buf], vec![y.buf]),
-            Step::Rope { x, y, tab, .. } => (vec![x.buf, *tab], vec![y.buf]),
-            Step::KvAppend { src, .. } => (vec![src.buf], vec![]),
-            Step::Attention { q, o, .. } => (vec![q.buf], vec![o.buf]),
-            Step::SwiGlu { a, b, y, .. } | Step::Add { a, b, y, .. } => {
-                (vec![a.buf, b.buf], vec![y.buf])
-            }
+            Step::TakeLast { .. } => "take_last",
         }
     }
 }
@@ -186,91 +173,112 @@ pub struct PackDef {
 
 pub struct Plan {
     pub steps: Vec<Step>,
-    pub bufs: Vec<BufDef>,
     pub specs: Vec<KernelSpec>,
     pub packs: Vec<PackDef>,
     pub norms: Vec<String>,
     pub caches: Vec<CacheDef>,
+    /// Rope tables: f32 elements per token row (`dims`), one buffer each.
+    pub ropetabs: Vec<usize>,
+    /// KV-cache capacity (the bound of `P`).
     pub cap: usize,
+    /// Tokens the memory plan serves per call (`S` of its binding).
+    pub max_s: usize,
+    /// Arena bytes (the plan's peak).
+    pub arena_bytes: usize,
     pub output: Act,
-    /// Buffers that must survive to the end (the output).
-    pub keep: Vec<usize>,
 }
 
 #[derive(Clone, Debug)]
 enum V {
     Tokens,
-    W(String),
-    Deq(String),
+    W,
     A(Act),
     /// `[B, H, S, D]` view of an `[S, H·D]` activation.
     Heads(Act, usize, usize),
-    /// A KV cache's rows `0..P+S` (GQA-broadcast or not).
+    /// A KV cache's rows `0..P+S`.
     Cache(usize),
-    CacheT(usize),
-    Mask,
-    Scores {
-        q: Act,
-        heads: usize,
-        k: usize,
-        scale: f32,
-        masked: bool,
-    },
-    Probs {
-        q: Act,
-        heads: usize,
-        k: usize,
-        scale: f32,
-    },
-    /// `[B, H, S, D]` view of an attention result stored `[S, H·D]`.
+    /// `[B, H, S, D]` attention result stored `[S, H·D]`.
     AttnHeads(Act),
-    /// `silu(a)` waiting for its `mul`.
-    SiluOf(Act),
 }
 
 struct Lower<'g> {
     g: &'g Graph,
     num: HashMap<Value, usize>,
     vals: HashMap<Value, V>,
-    done: HashSet<Value>,
     p: Plan,
     kerns: HashMap<String, usize>,
     packs: HashMap<String, usize>,
     norms: HashMap<String, usize>,
-    quantized: HashMap<Act, QIn>,
+    quantized: HashMap<Value, QIn>,
     ropetabs: HashMap<String, usize>,
     vnni: bool,
 }
 
+fn int(g: &Graph, v: Value, key: &str) -> Option<i64> {
+    match g.node(v).annot.get(key) {
+        Some(Attr::Int(x)) => Some(*x),
+        _ => None,
+    }
+}
+
+fn ints(g: &Graph, v: Value, key: &str) -> Option<Vec<i64>> {
+    match g.node(v).annot.get(key) {
+        Some(Attr::Ints(x)) => Some(x.clone()),
+        _ => None,
+    }
+}
+
+/// Lowers a graph in the phase "lowerable for cpu"; `vnni` picks the AVX-512 VNNI kernels.
 pub fn lower(g: &Graph, vnni: bool) -> Result<Plan, String> {
     lpuc_ir::verify::verify(g).map_err(|e| format!("the graph does not verify:\n{e}"))?;
+    lpuc_passes::lowerable::check(g, TargetKind::Cpu).map_err(|e| e.to_string())?;
     if g.syms.bound(Sym::B).unwrap_or(1) != 1 {
-        return Err("the JIT backend runs one sequence at a time (bound of B must be 1)".into());
+        return Err("the cpu backend runs one sequence at a time (bound of B must be 1)".into());
     }
     let cap = g
         .syms
         .bound(Sym::P)
         .ok_or("the graph gives P no bound: the KV cache capacity is unknown")?
         as usize;
+    let num = g.numbering();
+    // The plan's binding, and its execution order.
+    let mut order: Vec<(i64, Value)> = vec![];
+    let mut max_s = None;
+    let mut arena = 0usize;
+    for v in g.sorted_values() {
+        if let Some(st) = int(g, v, "mem.step") {
+            order.push((st, v));
+        }
+        if let Op::Input { .. } = g.op(v) {
+            if let Some(b) = ints(g, v, "mem.bind") {
+                max_s = b.get(2).map(|&s| s.max(1) as usize);
+            }
+        }
+        if let (Some(o), Some(s)) = (int(g, v, "mem.offset"), int(g, v, "mem.size")) {
+            arena = arena.max((o + s) as usize);
+        }
+    }
+    order.sort_unstable();
+    let max_s = max_s.ok_or("the memory plan does not record its binding (`mem.bind` on the tokens input): re-run plan-buffers")?;
     let mut l = Lower {
         g,
-        num: g.numbering(),
+        num,
         vals: HashMap::new(),
-        done: HashSet::new(),
         p: Plan {
             steps: vec![],
-            bufs: vec![],
             specs: vec![],
             packs: vec![],
             norms: vec![],
             caches: vec![],
+            ropetabs: vec![],
             cap,
+            max_s,
+            arena_bytes: arena,
             output: Act {
-                buf: 0,
-                last: false,
+                off: 0,
+                rows: Rows::One,
                 width: 0,
             },
-            keep: vec![],
         },
         kerns: HashMap::new(),
         packs: HashMap::new(),
@@ -279,28 +287,22 @@ pub fn lower(g: &Graph, vnni: bool) -> Result<Plan, String> {
         ropetabs: HashMap::new(),
         vnni,
     };
-    let order = g
-        .topo_order()
-        .map_err(|_| "the graph has a cycle".to_string())?;
+    for w in g.weights() {
+        l.vals.insert(w, V::W);
+    }
     let mut have_out = false;
-    for v in order {
-        if l.done.contains(&v) {
-            continue;
-        }
+    for (_, v) in order {
         let r = l
             .node(v)
-            .map_err(|m| format!("%{} = {}: {m}", l.num[&v], g.op(v).name()))?;
+            .map_err(|m| format!("{} at %{}: {m}", g.op(v).name(), l.num[&v]))?;
         if let Some(x) = r {
             l.vals.insert(v, x);
         }
-        if let Op::Output { .. } = g.op(v) {
-            have_out = true;
-        }
+        have_out |= matches!(g.op(v), Op::Output { .. });
     }
     if !have_out {
         return Err("the graph has no output".into());
     }
-    l.transpose_k_caches()?;
     Ok(l.p)
 }
 
@@ -317,46 +319,6 @@ fn consts(g: &Graph, v: Value) -> Result<Vec<usize>, String> {
 }
 
 impl<'g> Lower<'g> {
-    /// The attention kernel reads K transposed (`[kvh, d, cap]`): the appends into every
-    /// cache that some attention uses as K write that layout. A cache used both as K and
-    /// as V cannot have one layout, so it is refused.
-    fn transpose_k_caches(&mut self) -> Result<(), String> {
-        let mut k = HashSet::new();
-        let mut v = HashSet::new();
-        for st in &self.p.steps {
-            if let Step::Attention { k: kc, v: vc, .. } = st {
-                k.insert(*kc);
-                v.insert(*vc);
-            }
-        }
-        if let Some(c) = k.intersection(&v).next() {
-            return Err(format!(
-                "cache \"{}\" is read both as K and as V",
-                self.p.caches[*c].name
-            ));
-        }
-        let cap = self.p.cap;
-        for i in 0..self.p.steps.len() {
-            let Step::KvAppend { cache, .. } = &self.p.steps[i] else {
-                continue;
-            };
-            if !k.contains(cache) {
-                continue;
-            }
-            let (kvh, d) = (self.p.caches[*cache].kvh, self.p.caches[*cache].d);
-            let kern = self.kern(KernelSpec::KvAppend {
-                kvh,
-                d,
-                cap,
-                transposed: true,
-            });
-            if let Step::KvAppend { kern: kk, .. } = &mut self.p.steps[i] {
-                *kk = kern;
-            }
-        }
-        Ok(())
-    }
-
     fn kern(&mut self, s: KernelSpec) -> usize {
         let sym = s.symbol();
         if let Some(&i) = self.kerns.get(&sym) {
@@ -368,31 +330,10 @@ impl<'g> Lower<'g> {
         i
     }
 
-    fn buf(&mut self, row_bytes: usize, rows: Rows) -> usize {
-        self.p.bufs.push(BufDef { row_bytes, rows });
-        self.p.bufs.len() - 1
-    }
-
-    fn act(&mut self, width: usize, rows: Rows) -> Act {
-        Act {
-            buf: self.buf(width * 4, rows),
-            last: false,
-            width,
-        }
-    }
-
-    fn rows_of(&self, a: Act) -> Rows {
-        if a.last {
-            Rows::One
-        } else {
-            self.p.bufs[a.buf].rows
-        }
-    }
-
     fn val(&self, v: Value) -> Result<V, String> {
         self.vals.get(&v).cloned().ok_or_else(|| {
             format!(
-                "operand %{} has no JIT lowering",
+                "operand %{} has no cpu lowering",
                 self.num.get(&v).copied().unwrap_or(0)
             )
         })
@@ -405,56 +346,70 @@ impl<'g> Lower<'g> {
         }
     }
 
-    /// Checks an activation type is `[B, S|1, ...]` and returns the row width.
-    fn width(&self, v: Value) -> Result<usize, String> {
-        let sh = &self.g.ty(v).shape;
-        if sh.len() < 2 || sh[0] != Dim::B {
-            return Err(format!(
-                "expected a [B, S, ...] activation, found {}",
-                self.g.ty(v)
-            ));
+    /// The activation `v` defines: `[B, S|1, ...]` f32 at its planned offset.
+    fn new_act(&self, v: Value) -> Result<Act, String> {
+        let g = self.g;
+        let t = g.ty(v);
+        let sh = &t.shape;
+        if t.dtype != DType::F32 || sh.len() < 2 || sh[0] != Dim::B {
+            return Err(format!("expected an f32 [B, S, ...] activation, found {t}"));
         }
-        sh[2..]
+        let rows = match sh[1] {
+            Dim::S => Rows::S,
+            d if d.as_const() == Some(1) => Rows::One,
+            _ => return Err(format!("rows of {t} are neither S nor 1")),
+        };
+        let width = sh[2..]
             .iter()
             .map(|d| d.as_const().map(|x| x as usize))
             .product::<Option<usize>>()
-            .ok_or_else(|| format!("symbolic inner dims in {}", self.g.ty(v)))
+            .ok_or_else(|| format!("symbolic inner dims in {t}"))?;
+        let r = alias_root(g, v);
+        let off = int(g, r, "mem.offset").ok_or("no `mem.offset` (pass plan-buffers)")?;
+        Ok(Act {
+            off: off as usize,
+            rows,
+            width,
+        })
     }
 
-    fn single_user(&self, v: Value) -> Option<Value> {
-        let us = self.g.users(v);
-        (us.len() == 1 && self.g.num_uses(v) == 1).then(|| us[0])
-    }
-
-    fn norm_weight(&mut self, v: Value, d: usize) -> Option<usize> {
+    fn norm_weight(&mut self, v: Value, d: usize) -> Result<usize, String> {
         let Op::Weight { name } = self.g.op(v) else {
-            return None;
+            return Err("rms_norm scale must be a weight".into());
         };
         let t = self.g.ty(v);
         if t.dtype != DType::F32 || t.shape != vec![Dim::c(d as u64)] {
-            return None;
+            return Err(format!(
+                "rms_norm scale \"{name}\" must be f32[{d}], found {t}"
+            ));
         }
         if let Some(&i) = self.norms.get(name) {
-            return Some(i);
+            return Ok(i);
         }
         self.p.norms.push(name.clone());
         self.norms.insert(name.clone(), self.p.norms.len() - 1);
-        Some(self.p.norms.len() - 1)
+        Ok(self.p.norms.len() - 1)
     }
 
-    fn quantize(&mut self, x: Act) -> Result<QIn, String> {
-        if let Some(q) = self.quantized.get(&x) {
+    /// `x`'s q8 companion, quantized once (the plan placed it: `mem.q8` on `x`'s buffer).
+    fn quantize(&mut self, xv: Value, x: Act) -> Result<QIn, String> {
+        let root = alias_root(self.g, xv);
+        if let Some(q) = self.quantized.get(&root) {
             return Ok(q.clone());
         }
         let k = x.width;
         if k % 32 != 0 {
             return Err(format!("row width {k} is not a multiple of 32"));
         }
-        let rows = self.rows_of(x);
+        let q8 = ints(self.g, root, "mem.q8")
+            .filter(|q| q.len() == 3)
+            .ok_or(
+            "its input has no planned q8 companion (`mem.q8`; pass plan-buffers for target cpu)",
+        )?;
         let q = QIn {
-            xq: self.buf(k, rows),
-            dx: self.buf(k / 32 * 4, rows),
-            sx: self.buf(k / 32 * 4, rows),
+            xq: q8[0] as usize,
+            dx: q8[1] as usize,
+            sx: q8[2] as usize,
         };
         let kern = self.kern(KernelSpec::Quantize { k });
         self.p.steps.push(Step::Quant {
@@ -463,19 +418,19 @@ impl<'g> Lower<'g> {
             q: q.clone(),
             k,
         });
-        self.quantized.insert(x, q.clone());
+        self.quantized.insert(root, q.clone());
         Ok(q)
     }
 
-    fn qmatmul(&mut self, v: Value, x: Act, wname: &str) -> Result<V, String> {
-        let wv = self
-            .g
-            .weights()
-            .into_iter()
-            .find(|w| matches!(self.g.op(*w), Op::Weight { name } if name == wname))
-            .ok_or("weight node not found")?;
-        let t = self.g.ty(wv);
-        let sh = consts(self.g, wv)?;
+    fn qmatmul(&mut self, v: Value) -> Result<V, String> {
+        let g = self.g;
+        let (xv, wv) = (g.operands(v)[0], g.operands(v)[1]);
+        let x = self.a(xv)?;
+        let Op::Weight { name: wname } = g.op(wv) else {
+            return Err("the weight operand is not a weight".into());
+        };
+        let t = g.ty(wv);
+        let sh = consts(g, wv)?;
         if sh.len() != 2 || sh[1] != x.width {
             return Err(format!(
                 "weight {wname} {t} does not match an input row of {}",
@@ -483,6 +438,15 @@ impl<'g> Lower<'g> {
             ));
         }
         let (n, k) = (sh[0], sh[1]);
+        let tile = ints(g, v, "tile.sizes").ok_or("not tiled (pass tile)")?;
+        if tile.len() != 3 || tile[1] as usize != pack::GROUP || tile[2] as usize != k {
+            return Err(format!(
+                "tile {tile:?}: the cpu kernels take [m, {}, K] (one packed group of {} rows, whole rows)",
+                pack::GROUP,
+                pack::GROUP
+            ));
+        }
+        let m_tile = tile[0].clamp(1, 16) as usize;
         let bits =
             pack::check_packable(t.dtype, n, k).map_err(|e| format!("weight \"{wname}\": {e}"))?;
         let w = match self.packs.get(wname) {
@@ -498,16 +462,15 @@ impl<'g> Lower<'g> {
                 self.p.packs.len() - 1
             }
         };
-        let q = self.quantize(x)?;
+        let q = self.quantize(xv, x)?;
         let kern = self.kern(KernelSpec::QMatmul {
             n,
             k,
             bits,
             vnni: self.vnni,
+            m_tile,
         });
-        let rows = self.rows_of(x);
-        let out = self.act(n, rows);
-        let _ = v;
+        let out = self.new_act(v)?;
         let mat = Mat {
             kern,
             w,
@@ -529,41 +492,23 @@ impl<'g> Lower<'g> {
         Ok(V::A(out))
     }
 
-    fn attention(
-        &mut self,
-        q: Act,
-        heads: usize,
-        k: usize,
-        vc: usize,
-        scale: f32,
-        block: usize,
-    ) -> Result<V, String> {
-        let (kvh, d) = (self.p.caches[k].kvh, self.p.caches[k].d);
-        if heads % kvh != 0 || self.p.caches[vc].kvh != kvh || self.p.caches[vc].d != d {
-            return Err("attention: K/V caches and query heads do not line up".into());
+    fn cache(&mut self, v: Value, cache: &str, kvh: usize, d: usize) -> Result<usize, String> {
+        let st = self.g.state(cache).ok_or("undeclared state")?;
+        if st.ty.shape != vec![Dim::B, Dim::c(kvh as u64), Dim::P, Dim::c(d as u64)]
+            || st.ty.dtype != DType::F32
+        {
+            return Err(format!(
+                "cache \"{cache}\" must be f32[B, {kvh}, P, {d}], found {}",
+                st.ty
+            ));
         }
-        let kern = self.kern(KernelSpec::Attention {
-            h: heads,
+        let _ = v;
+        self.p.caches.push(CacheDef {
+            name: cache.to_string(),
             kvh,
             d,
-            cap: self.p.cap,
-            block,
-            scale,
         });
-        let rows = self.rows_of(q);
-        if rows != Rows::S || q.last {
-            return Err("attention on a single kept row is not supported".into());
-        }
-        let o = self.act(heads * d, rows);
-        self.p.steps.push(Step::Attention {
-            kern,
-            q,
-            k,
-            v: vc,
-            o,
-            heads,
-        });
-        Ok(V::AttnHeads(o))
+        Ok(self.p.caches.len() - 1)
     }
 
     fn node(&mut self, v: Value) -> Result<Option<V>, String> {
@@ -579,20 +524,20 @@ impl<'g> Lower<'g> {
                 }
                 V::Tokens
             }
-            Op::Weight { name } => V::W(name),
-            Op::Dequant => match self.val(ops[0])? {
-                V::W(n) => V::Deq(n),
-                _ => return Err("dequant of a non-weight".into()),
-            },
+            Op::Weight { .. } => V::W,
             Op::Embedding => {
-                let (V::W(table), V::Tokens) = (self.val(ops[0])?, self.val(ops[1])?) else {
+                let (V::W, V::Tokens) = (self.val(ops[0])?, self.val(ops[1])?) else {
                     return Err("embedding must read a weight table with the token ids".into());
                 };
+                let Op::Weight { name: table } = g.op(ops[0]).clone() else {
+                    unreachable!("V::W is a weight")
+                };
                 let sh = consts(g, ops[0])?;
-                let (vocab, d) = (sh[0], sh[1]);
+                let vocab = sh[0];
                 let dtype = g.ty(ops[0]).dtype;
-                let kern = (dtype == DType::Q8_0).then(|| self.kern(KernelSpec::EmbedQ8 { d }));
-                let out = self.act(d, Rows::S);
+                let out = self.new_act(v)?;
+                let kern =
+                    (dtype == DType::Q8_0).then(|| self.kern(KernelSpec::EmbedQ8 { d: out.width }));
                 self.p.steps.push(Step::Embed {
                     kern,
                     table,
@@ -605,79 +550,40 @@ impl<'g> Lower<'g> {
             Op::RmsNorm { eps } => {
                 let x = self.a(ops[0])?;
                 let d = x.width;
-                let mut w = match ops.get(1) {
-                    Some(o) => Some(
-                        self.norm_weight(*o, d)
-                            .ok_or("rms_norm scale must be an f32 weight [D]")?,
-                    ),
+                let w = match ops.get(1) {
+                    Some(o) => Some(self.norm_weight(*o, d)?),
                     None => None,
                 };
-                let mut result_for = v;
-                if w.is_none() {
-                    // mul(rms_norm(x), w) => rms_norm(x, w)
-                    if let Some(u) = self.single_user(v) {
-                        if let Op::Mul = g.op(u) {
-                            let uo = g.operands(u);
-                            let other = if uo[0] == v { uo[1] } else { uo[0] };
-                            if let Some(wi) = self.norm_weight(other, d) {
-                                w = Some(wi);
-                                result_for = u;
-                            }
-                        }
-                    }
-                }
                 let kern = self.kern(KernelSpec::RmsNorm {
                     d,
                     eps,
                     scaled: w.is_some(),
                 });
-                let y = self.act(d, self.rows_of(x));
+                let y = self.new_act(v)?;
                 self.p.steps.push(Step::RmsNorm { kern, x, w, y });
-                if result_for != v {
-                    self.vals.insert(result_for, V::A(y));
-                    self.done.insert(result_for);
-                    return Ok(None);
-                }
                 V::A(y)
             }
-            Op::Matmul | Op::QMatmul => match (self.val(ops[0])?, self.val(ops[1])?) {
-                (V::A(x), V::Deq(w)) | (V::A(x), V::W(w)) => {
-                    if matches!(g.op(v), Op::Matmul) && matches!(self.val(ops[1])?, V::W(_)) {
-                        return Err(
-                            "matmul with an f32 weight: the JIT runs quantized weights only".into(),
-                        );
-                    }
-                    self.qmatmul(v, x, &w)?
-                }
-                (V::Heads(q, heads, _), V::Cache(k)) => V::Scores {
-                    q,
-                    heads,
-                    k,
-                    scale: 1.0,
-                    masked: false,
-                },
-                (V::Probs { q, heads, k, scale }, V::CacheT(vc)) => {
-                    self.attention(q, heads, k, vc, scale, 64)?
-                }
-                (a, b) => return Err(format!("unsupported matmul operands {a:?} × {b:?}")),
-            },
+            Op::QMatmul => self.qmatmul(v)?,
             Op::Reshape => {
-                let w = self.width(v)?;
+                let w = self.new_act(v)?.width;
                 match self.val(ops[0])? {
                     V::A(a) if a.width == w => V::A(a),
-                    other => return Err(format!("unsupported reshape of {other:?}")),
+                    other => return Err(format!("a reshape that changes rows of {other:?}")),
                 }
             }
-            Op::Transpose { perm } => match (perm.as_slice(), self.val(ops[0])?) {
-                ([0, 2, 1, 3], V::A(a)) => {
-                    let sh = &g.ty(ops[0]).shape;
-                    let heads = sh[2].as_const().ok_or("symbolic heads")? as usize;
-                    V::Heads(a, heads, a.width / heads)
+            Op::Transpose { .. } => {
+                if int(g, v, "mem.view").is_none() {
+                    return Err("a transpose the memory plan did not mark as a view".into());
                 }
-                ([0, 2, 1, 3], V::AttnHeads(a)) => V::A(a),
-                ([0, 1, 3, 2], V::Cache(c)) => V::CacheT(c),
-                (p, other) => return Err(format!("unsupported transpose {p:?} of {other:?}")),
-            },
+                match self.val(ops[0])? {
+                    V::A(a) => {
+                        let sh = consts_tail(g, ops[0])?;
+                        V::Heads(a, sh[0], sh[1])
+                    }
+                    V::AttnHeads(a) => V::A(a),
+                    other => return Err(format!("a transpose of {other:?}")),
+                }
+            }
             Op::Rope { theta, dims, style } => {
                 let x = self.a(ops[0])?;
                 let sh = consts_tail(g, ops[0])?;
@@ -686,9 +592,10 @@ impl<'g> Lower<'g> {
                 let tab = match self.ropetabs.get(&key) {
                     Some(&t) => t,
                     None => {
-                        let t = self.buf(dims as usize * 4, Rows::S);
+                        let t = self.p.ropetabs.len();
+                        self.p.ropetabs.push(dims as usize);
                         let kern = self.kern(KernelSpec::RopeTable { dims, theta });
-                        // The table is computed before the first step that could need it.
+                        // Computed before the first step that could need it.
                         self.p.steps.insert(0, Step::RopeTab { kern, tab: t });
                         self.ropetabs.insert(key, t);
                         t
@@ -700,18 +607,10 @@ impl<'g> Lower<'g> {
                     dims,
                     neox: style == RopeStyle::Neox,
                 });
-                if self.rows_of(x) != Rows::S || x.last {
+                if x.rows != Rows::S {
                     return Err("rope on a kept row is not supported".into());
                 }
-                // In place when nothing else reads the input.
-                let y = if g.num_uses(ops[0]) == 1
-                    && self.g.num_uses(v) >= 1
-                    && single_reader(self, ops[0])
-                {
-                    x
-                } else {
-                    self.act(x.width, Rows::S)
-                };
+                let y = self.new_act(v)?;
                 self.p.steps.push(Step::Rope { kern, x, y, tab });
                 V::A(y)
             }
@@ -719,25 +618,17 @@ impl<'g> Lower<'g> {
                 let V::Heads(src, kvh, d) = self.val(ops[0])? else {
                     return Err("kv_append expects the [B, KVH, S, D] view of a projection".into());
                 };
-                let st = g.state(&cache).ok_or("undeclared state")?;
-                if st.ty.shape != vec![Dim::B, Dim::c(kvh as u64), Dim::P, Dim::c(d as u64)] {
-                    return Err(format!(
-                        "cache \"{cache}\" must be [B, KVH, P, D], found {}",
-                        st.ty
-                    ));
-                }
-                let ci = self.p.caches.len();
-                self.p.caches.push(CacheDef {
-                    name: cache,
-                    kvh,
-                    d,
-                });
-                // Row-major until an attention reads it as K (`transpose_k_caches`).
+                let ci = self.cache(v, &cache, kvh, d)?;
+                let tiled = match g.node(v).annot.get("mem.layout") {
+                    Some(Attr::Ident(l)) if l == "k_tiles16" => true,
+                    None => false,
+                    Some(other) => return Err(format!("unknown cache layout {other}")),
+                };
                 let kern = self.kern(KernelSpec::KvAppend {
                     kvh,
                     d,
                     cap: self.p.cap,
-                    transposed: false,
+                    transposed: tiled,
                 });
                 self.p.steps.push(Step::KvAppend {
                     kern,
@@ -746,152 +637,109 @@ impl<'g> Lower<'g> {
                 });
                 V::Cache(ci)
             }
-            Op::RepeatKv { .. } => match self.val(ops[0])? {
-                V::Cache(c) => V::Cache(c),
-                other => return Err(format!("repeat_kv of {other:?}")),
-            },
-            Op::Scale { factor } => match self.val(ops[0])? {
-                V::Scores {
-                    q,
-                    heads,
-                    k,
-                    scale,
-                    masked: false,
-                } => V::Scores {
-                    q,
-                    heads,
-                    k,
-                    scale: scale * factor,
-                    masked: false,
-                },
-                other => return Err(format!("scale of {other:?} is not supported")),
-            },
-            Op::CausalMask => V::Mask,
-            Op::Softmax => match self.val(ops[0])? {
-                V::Scores {
-                    q,
-                    heads,
-                    k,
-                    scale,
-                    masked: true,
-                } => V::Probs { q, heads, k, scale },
-                other => {
-                    return Err(format!(
-                        "softmax of {other:?}: only masked attention scores are supported"
-                    ))
-                }
-            },
-            Op::Add => match (self.val(ops[0])?, self.val(ops[1])?) {
-                (
-                    V::Scores {
-                        q,
-                        heads,
-                        k,
-                        scale,
-                        masked: false,
-                    },
-                    V::Mask,
-                )
-                | (
-                    V::Mask,
-                    V::Scores {
-                        q,
-                        heads,
-                        k,
-                        scale,
-                        masked: false,
-                    },
-                ) => V::Scores {
-                    q,
-                    heads,
-                    k,
-                    scale,
-                    masked: true,
-                },
-                (V::A(a), V::A(b)) if a.width == b.width && self.rows_of(a) == self.rows_of(b) => {
-                    let kern = self.kern(KernelSpec::Add);
-                    let y = self.act(a.width, self.rows_of(a));
-                    self.p.steps.push(Step::Add { kern, a, b, y });
-                    V::A(y)
-                }
-                (a, b) => return Err(format!("unsupported add of {a:?} and {b:?}")),
-            },
-            Op::Silu => {
-                // mul(silu(a), b) => swiglu(a, b), emitted at the mul (b may come later).
-                let a = self.a(ops[0])?;
-                match self.single_user(v).map(|u| g.op(u)) {
-                    Some(Op::Mul) => V::SiluOf(a),
-                    _ => return Err("silu must feed exactly one mul (swiglu)".into()),
-                }
-            }
-            Op::SwiGlu => {
-                let (a, b) = (self.a(ops[0])?, self.a(ops[1])?);
-                V::A(self.swiglu(a, b)?)
-            }
-            Op::Mul => match (self.val(ops[0])?, self.val(ops[1])?) {
-                (V::SiluOf(a), V::A(b)) | (V::A(b), V::SiluOf(a)) => V::A(self.swiglu(a, b)?),
-                _ => return Err("mul outside rms_norm scaling and swiglu is not supported".into()),
-            },
-            Op::TakeLast => {
-                let a = self.a(ops[0])?;
-                V::A(Act { last: true, ..a })
-            }
             Op::FlashAttention { scale, block } => {
                 let (V::Heads(q, heads, _), V::Cache(k), V::Cache(vc)) =
                     (self.val(ops[0])?, self.val(ops[1])?, self.val(ops[2])?)
                 else {
                     return Err("flash_attention expects (q view, K cache, V cache)".into());
                 };
-                self.attention(q, heads, k, vc, scale, block.clamp(1, 256) as usize)?
+                if g.node(ops[1]).annot.get("mem.layout") != Some(&Attr::Ident("k_tiles16".into()))
+                {
+                    return Err("its K cache is not planned in the k_tiles16 layout".into());
+                }
+                let tile = ints(g, v, "tile.sizes").ok_or("not tiled (pass tile)")?;
+                if tile.len() != 2 || tile[1] != i64::from(block) {
+                    return Err(format!("tile {tile:?} disagrees with block {block}"));
+                }
+                let (kvh, d) = (self.p.caches[k].kvh, self.p.caches[k].d);
+                if heads % kvh != 0 || self.p.caches[vc].kvh != kvh || self.p.caches[vc].d != d {
+                    return Err("K/V caches and query heads do not line up".into());
+                }
+                if q.rows != Rows::S {
+                    return Err("attention on a single kept row is not supported".into());
+                }
+                let kern = self.kern(KernelSpec::Attention {
+                    h: heads,
+                    kvh,
+                    d,
+                    cap: self.p.cap,
+                    block: block.clamp(1, 256) as usize,
+                    scale,
+                });
+                let ty = g.ty(v);
+                let o = Act {
+                    off: int(g, v, "mem.offset").ok_or("no `mem.offset` (pass plan-buffers)")?
+                        as usize,
+                    rows: Rows::S,
+                    width: heads * d,
+                };
+                if ty.shape.len() != 4 {
+                    return Err(format!("expected [B, H, S, D], found {ty}"));
+                }
+                self.p.steps.push(Step::Attention {
+                    kern,
+                    q,
+                    k,
+                    v: vc,
+                    o,
+                    heads,
+                });
+                V::AttnHeads(o)
+            }
+            Op::SwiGlu | Op::Add => {
+                let (a, b) = (self.a(ops[0])?, self.a(ops[1])?);
+                if a.width != b.width || a.rows != b.rows {
+                    return Err("operands differ in shape (no broadcasting on cpu)".into());
+                }
+                let y = self.new_act(v)?;
+                let step = if matches!(g.op(v), Op::Add) {
+                    Step::Add {
+                        kern: self.kern(KernelSpec::Add),
+                        a,
+                        b,
+                        y,
+                    }
+                } else {
+                    Step::SwiGlu {
+                        kern: self.kern(KernelSpec::SwiGlu),
+                        a,
+                        b,
+                        y,
+                    }
+                };
+                self.p.steps.push(step);
+                V::A(y)
+            }
+            Op::TakeLast => {
+                let x = self.a(ops[0])?;
+                let y = self.new_act(v)?;
+                self.p.steps.push(Step::TakeLast { x, y });
+                V::A(y)
             }
             Op::Output { .. } => {
-                let a = self.a(ops[0])?;
-                self.p.output = a;
-                self.p.keep.push(a.buf);
+                self.p.output = self.a(ops[0])?;
                 return Ok(None);
+            }
+            other => {
+                // `lowerable::check` refused these already; never run them wrongly.
+                return Err(format!(
+                    "{} is outside the cpu backend's op set",
+                    other.name()
+                ));
             }
         };
         Ok(Some(r))
     }
-
-    fn swiglu(&mut self, a: Act, b: Act) -> Result<Act, String> {
-        if a.width != b.width || self.rows_of(a) != self.rows_of(b) {
-            return Err("swiglu operands differ in shape".into());
-        }
-        let kern = self.kern(KernelSpec::SwiGlu);
-        let y = self.act(a.width, self.rows_of(a));
-        self.p.steps.push(Step::SwiGlu { kern, a, b, y });
-        Ok(y)
-    }
 }
 
-/// `[.., H, D]` of a rope operand `[B, S, H, D]`.
+/// `[.., H, D]` of an operand `[B, S, H, D]`.
 fn consts_tail(g: &Graph, v: Value) -> Result<Vec<usize>, String> {
     let sh = &g.ty(v).shape;
     if sh.len() != 4 {
-        return Err(format!("rope expects [B, S, H, D], found {}", g.ty(v)));
+        return Err(format!("expected [B, S, H, D], found {}", g.ty(v)));
     }
     Ok(vec![
         sh[2].as_const().ok_or("symbolic heads")? as usize,
         sh[3].as_const().ok_or("symbolic head dim")? as usize,
     ])
-}
-
-/// True if the activation behind `v` is read only through `v` (a reshape chain ending in
-/// one reader), so an in-place update cannot clobber another reader.
-fn single_reader(l: &Lower, v: Value) -> bool {
-    let g = l.g;
-    let mut cur = v;
-    loop {
-        let ops = g.operands(cur);
-        match g.op(cur) {
-            Op::Reshape if ops.len() == 1 => {
-                if g.num_uses(ops[0]) != 1 {
-                    return false;
-                }
-                cur = ops[0];
-            }
-            _ => return true,
-        }
-    }
 }

@@ -38,28 +38,33 @@ unsafe impl Send for AlignedBuf {}
 unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
-    pub fn zeroed(len: usize) -> AlignedBuf {
+    pub fn zeroed(len: usize) -> Result<AlignedBuf, String> {
         Self::map(len, false)
     }
 
     /// As [`AlignedBuf::zeroed`], 2 MiB-aligned and marked for transparent huge pages: for
     /// data that is streamed whole every token (packed weights), where 4 KiB pages cost a
     /// TLB miss every 4 KiB. Falls back to normal pages where THP is off.
-    pub fn zeroed_huge(len: usize) -> AlignedBuf {
+    pub fn zeroed_huge(len: usize) -> Result<AlignedBuf, String> {
         Self::map(len, true)
     }
 
-    fn map(len: usize, huge: bool) -> AlignedBuf {
+    fn map(len: usize, huge: bool) -> Result<AlignedBuf, String> {
         if len == 0 {
-            return AlignedBuf {
+            return Ok(AlignedBuf {
                 ptr: std::ptr::null_mut(),
                 len: 0,
                 map: std::ptr::null_mut(),
                 map_len: 0,
-            };
+            });
         }
         const HUGE: usize = 2 << 20;
-        let map_len = if huge { len + HUGE } else { len };
+        let map_len = if huge {
+            len.checked_add(HUGE)
+                .ok_or_else(|| format!("cannot map {len} bytes"))?
+        } else {
+            len
+        };
         // SAFETY: a fresh private anonymous mapping; checked for failure below.
         let ptr = unsafe {
             libc::mmap(
@@ -71,11 +76,12 @@ impl AlignedBuf {
                 0,
             )
         };
-        assert!(
-            ptr != libc::MAP_FAILED,
-            "out of memory mapping {len} bytes: {}",
-            std::io::Error::last_os_error()
-        );
+        if ptr == libc::MAP_FAILED {
+            return Err(format!(
+                "out of memory mapping {len} bytes: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
         let map = ptr as *mut u8;
         let mut p = map;
         if huge {
@@ -86,12 +92,12 @@ impl AlignedBuf {
                 libc::madvise(p as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
             }
         }
-        AlignedBuf {
+        Ok(AlignedBuf {
             ptr: p,
             len,
             map,
             map_len,
-        }
+        })
     }
     pub fn ptr(&self) -> *mut u8 {
         self.ptr
@@ -136,8 +142,7 @@ pub struct JitForward<'w> {
     store: &'w dyn WeightStore,
     caches: Vec<AlignedBuf>,
     arena: AlignedBuf,
-    offsets: Vec<usize>,
-    planned_s: usize,
+    ropetabs: Vec<AlignedBuf>,
     past: usize,
     pool: Pool,
     name: String,
@@ -195,7 +200,7 @@ impl<'w> JitForward<'w> {
             offsets.push(total);
             total += pack::packed_len(bits, pd.n, pd.k).div_ceil(4096) * 4096;
         }
-        let weights_buf = AlignedBuf::zeroed_huge(total);
+        let weights_buf = AlignedBuf::zeroed_huge(total)?;
         let mut packed = Vec::with_capacity(plan.packs.len());
         for (pd, &off) in plan.packs.iter().zip(&offsets) {
             let w = store
@@ -269,8 +274,30 @@ impl<'w> JitForward<'w> {
             .caches
             .iter()
             // Whole 16-key tiles (the K cache's layout; V just gets the same size).
-            .map(|c| AlignedBuf::zeroed(c.kvh * plan.cap.div_ceil(16) * 16 * c.d * 4))
-            .collect();
+            .map(|c| {
+                let bytes = c
+                    .kvh
+                    .checked_mul(plan.cap.div_ceil(16) * 16)
+                    .and_then(|x| x.checked_mul(c.d))
+                    .and_then(|x| x.checked_mul(4))
+                    .ok_or_else(|| {
+                        format!(
+                            "KV cache \"{}\" of {} tokens overflows the address space",
+                            c.name, plan.cap
+                        )
+                    })?;
+                AlignedBuf::zeroed(bytes).map_err(|e| format!("KV cache \"{}\": {e}", c.name))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        // The activation arena, exactly as the memory plan (`plan-buffers`) sized it, and one
+        // cos/sin table per rope kind for the plan's largest call.
+        let arena = AlignedBuf::zeroed(plan.arena_bytes.max(64))
+            .map_err(|e| format!("activation arena: {e}"))?;
+        let ropetabs = plan
+            .ropetabs
+            .iter()
+            .map(|dims| AlignedBuf::zeroed((plan.max_s * dims * 4).max(64)))
+            .collect::<Result<Vec<_>, String>>()?;
         // Loading left freed temporaries (GGUF metadata arrays, lowering tables) in the
         // heap's resident pages; hand them back before the long-lived part begins.
         release_free_heap();
@@ -284,9 +311,8 @@ impl<'w> JitForward<'w> {
             norms,
             store,
             caches,
-            arena: AlignedBuf::zeroed(0),
-            offsets: vec![],
-            planned_s: 0,
+            arena,
+            ropetabs,
             past: 0,
             pool,
             compile,
@@ -335,71 +361,18 @@ impl<'w> JitForward<'w> {
         )
     }
 
-    fn rows(&self, r: Rows, s: usize) -> usize {
-        match r {
-            Rows::S => s,
-            Rows::One => 1,
-        }
-    }
-
-    /// First-fit arena offsets over buffer lifetimes, sized for `s` rows (valid for any
-    /// smaller `s`, since every buffer only shrinks).
-    fn plan_arena(&mut self, s: usize) {
-        let nb = self.plan.bufs.len();
-        let mut first = vec![usize::MAX; nb];
-        let mut last = vec![0usize; nb];
-        for (i, st) in self.plan.steps.iter().enumerate() {
-            let (r, w) = st.bufs();
-            for b in r.into_iter().chain(w) {
-                first[b] = first[b].min(i);
-                last[b] = last[b].max(i);
-            }
-        }
-        for &b in &self.plan.keep {
-            last[b] = usize::MAX;
-        }
-        let size = |b: usize| {
-            (self.plan.bufs[b].row_bytes * self.rows(self.plan.bufs[b].rows, s)).div_ceil(64) * 64
-        };
-        let mut order: Vec<usize> = (0..nb).filter(|&b| first[b] != usize::MAX).collect();
-        order.sort_by_key(|&b| (first[b], std::cmp::Reverse(size(b))));
-        let mut placed: Vec<(usize, usize, usize)> = vec![]; // (buf, off, size)
-        let mut offsets = vec![0usize; nb];
-        let mut total = 0;
-        for b in order {
-            let sz = size(b);
-            let mut live: Vec<(usize, usize)> = placed
-                .iter()
-                .filter(|(o, _, _)| first[*o] <= last[b] && first[b] <= last[*o])
-                .map(|(_, off, s2)| (*off, *s2))
-                .collect();
-            live.sort();
-            let mut off = 0;
-            for (lo, ls) in live {
-                if off + sz <= lo {
-                    break;
-                }
-                off = off.max(lo + ls);
-            }
-            offsets[b] = off;
-            placed.push((b, off, sz));
-            total = total.max(off + sz);
-        }
-        self.arena = AlignedBuf::zeroed(total.max(64));
-        self.offsets = offsets;
-        self.planned_s = s;
-    }
-
-    /// Runs `tokens` (the `S` new tokens) and returns the logits of the last position.
+    /// Runs `tokens` (the new tokens) and returns the logits of the last position; calls
+    /// longer than the memory plan's `S` run in chunks of that many tokens.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
-        let s = tokens.len();
-        if s == 0 {
+        if tokens.is_empty() {
             return Err("no new tokens (S = 0)".into());
         }
-        if self.past + s > self.plan.cap {
+        if self.past + tokens.len() > self.plan.cap {
             return Err(format!(
-                "context full: {} cached + {s} new tokens exceed the capacity of {}",
-                self.past, self.plan.cap
+                "context full: {} cached + {} new tokens exceed the capacity of {}",
+                self.past,
+                tokens.len(),
+                self.plan.cap
             ));
         }
         for st in &self.plan.steps {
@@ -407,9 +380,15 @@ impl<'w> JitForward<'w> {
                 check_ids(tokens, *vocab)?;
             }
         }
-        if s > self.planned_s {
-            self.plan_arena(s);
+        let mut out = vec![];
+        for chunk in tokens.chunks(self.plan.max_s) {
+            out = self.forward_chunk(chunk)?;
         }
+        Ok(out)
+    }
+
+    fn forward_chunk(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
+        let s = tokens.len();
         let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
         for i in 0..self.plan.steps.len() {
             let t0 = self.profile.is_some().then(Instant::now);
@@ -424,37 +403,27 @@ impl<'w> JitForward<'w> {
             }
         }
         let out = self.plan.output;
-        let p = self.act_ptr(out, s) as *const f32;
-        let rows = if out.last {
-            1
-        } else {
-            self.rows(self.plan.bufs[out.buf].rows, s)
-        };
+        let rows = self.act_rows(out, s);
+        let p = self.act_ptr(out) as *const f32;
+        // SAFETY: the output buffer holds `rows × width` f32 (the plan sized it for `s`).
         let v = unsafe { std::slice::from_raw_parts(p.add((rows - 1) * out.width), out.width) }
             .to_vec();
         self.past += s;
         Ok(v)
     }
 
-    fn buf_ptr(&self, b: usize) -> usize {
-        self.arena.ptr() as usize + self.offsets[b]
+    fn act_ptr(&self, a: Act) -> usize {
+        self.arena.ptr() as usize + a.off
     }
 
-    fn act_ptr(&self, a: Act, s: usize) -> usize {
-        let base = self.buf_ptr(a.buf);
-        if a.last {
-            let rows = self.rows(self.plan.bufs[a.buf].rows, s);
-            base + (rows - 1) * a.width * 4
-        } else {
-            base
-        }
+    fn buf_ptr(&self, off: usize) -> usize {
+        self.arena.ptr() as usize + off
     }
 
     fn act_rows(&self, a: Act, s: usize) -> usize {
-        if a.last {
-            1
-        } else {
-            self.rows(self.plan.bufs[a.buf].rows, s)
+        match a.rows {
+            Rows::S => s,
+            Rows::One => 1,
         }
     }
 
@@ -491,7 +460,7 @@ impl<'w> JitForward<'w> {
                 ..
             } => {
                 let w = self.store.get(table).ok_or("embedding table vanished")?;
-                let o = self.act_ptr(*out, s);
+                let o = self.act_ptr(*out);
                 match kern {
                     Some(kk) => {
                         let f: extern "C" fn(usize, usize, usize, i64) =
@@ -521,13 +490,17 @@ impl<'w> JitForward<'w> {
             }
             Step::RopeTab { kern, tab } => {
                 let f: extern "C" fn(usize, i64, i64) = unsafe { std::mem::transmute(k(*kern)) };
-                f(self.buf_ptr(*tab), s as i64, self.past as i64);
+                f(
+                    self.ropetabs[*tab].ptr() as usize,
+                    s as i64,
+                    self.past as i64,
+                );
             }
             Step::Quant { kern, x, q, .. } => {
                 let f: F6 = unsafe { std::mem::transmute(k(*kern)) };
                 let rows = self.act_rows(*x, s);
                 let (xp, a, b, c) = (
-                    self.act_ptr(*x, s),
+                    self.act_ptr(*x),
                     self.buf_ptr(q.xq),
                     self.buf_ptr(q.dx),
                     self.buf_ptr(q.sx),
@@ -551,7 +524,7 @@ impl<'w> JitForward<'w> {
                                 a,
                                 b,
                                 c,
-                                self.act_ptr(m.out, s),
+                                self.act_ptr(m.out),
                                 rows,
                                 (glo - base) as i64,
                                 (ghi - base) as i64,
@@ -566,7 +539,7 @@ impl<'w> JitForward<'w> {
                 let f: F5 = unsafe { std::mem::transmute(k(*kern)) };
                 let rows = self.act_rows(*x, s);
                 let wp = w.map_or(0, |w| self.norms[w].as_ptr() as usize);
-                let (xp, yp) = (self.act_ptr(*x, s), self.act_ptr(*y, s));
+                let (xp, yp) = (self.act_ptr(*x), self.act_ptr(*y));
                 self.par(rows, rows >= Self::PAR_ROWS, &|lo, hi| {
                     f(xp, wp, yp, lo as i64, hi as i64)
                 });
@@ -575,9 +548,9 @@ impl<'w> JitForward<'w> {
                 let f: extern "C" fn(usize, usize, usize, i64) =
                     unsafe { std::mem::transmute(k(*kern)) };
                 f(
-                    self.act_ptr(*x, s),
-                    self.act_ptr(*y, s),
-                    self.buf_ptr(*tab),
+                    self.act_ptr(*x),
+                    self.act_ptr(*y),
+                    self.ropetabs[*tab].ptr() as usize,
                     s as i64,
                 );
             }
@@ -585,7 +558,7 @@ impl<'w> JitForward<'w> {
                 let f: extern "C" fn(usize, usize, i64, i64) =
                     unsafe { std::mem::transmute(k(*kern)) };
                 f(
-                    self.act_ptr(*src, s),
+                    self.act_ptr(*src),
                     self.caches[*cache].ptr() as usize,
                     s as i64,
                     self.past as i64,
@@ -600,7 +573,7 @@ impl<'w> JitForward<'w> {
                 heads,
             } => {
                 let f: F8 = unsafe { std::mem::transmute(k(*kern)) };
-                let (qp, op) = (self.act_ptr(*q, s), self.act_ptr(*o, s));
+                let (qp, op) = (self.act_ptr(*q), self.act_ptr(*o));
                 let (kp, vp) = (
                     self.caches[*kc].ptr() as usize,
                     self.caches[*v].ptr() as usize,
@@ -610,14 +583,22 @@ impl<'w> JitForward<'w> {
                     f(qp, kp, vp, op, s as i64, past, lo as i64, hi as i64)
                 });
             }
+            Step::TakeLast { x, y } => {
+                let rows = self.act_rows(*x, s);
+                // SAFETY: `x` holds `rows × width` f32 and `y` one row, at disjoint planned
+                // offsets (they are live at the same step).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        (self.act_ptr(*x) as *const f32).add((rows - 1) * x.width),
+                        self.act_ptr(*y) as *mut f32,
+                        x.width,
+                    );
+                }
+            }
             Step::SwiGlu { kern, a, b, y } | Step::Add { kern, a, b, y } => {
                 let f: F5 = unsafe { std::mem::transmute(k(*kern)) };
                 let n = self.act_rows(*a, s) * a.width;
-                let (ap, bp, yp) = (
-                    self.act_ptr(*a, s),
-                    self.act_ptr(*b, s),
-                    self.act_ptr(*y, s),
-                );
+                let (ap, bp, yp) = (self.act_ptr(*a), self.act_ptr(*b), self.act_ptr(*y));
                 self.par(n, p, &|lo, hi| f(ap, bp, yp, lo as i64, hi as i64));
             }
         }
@@ -625,7 +606,7 @@ impl<'w> JitForward<'w> {
     }
 }
 
-const KINDS: [&str; 10] = [
+const KINDS: [&str; 11] = [
     "embedding",
     "rope_table",
     "quantize",
@@ -636,6 +617,7 @@ const KINDS: [&str; 10] = [
     "attention",
     "swiglu",
     "add",
+    "take_last",
 ];
 
 /// Returns the malloc heap's free pages to the OS (glibc keeps them resident otherwise).
