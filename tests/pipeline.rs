@@ -271,7 +271,7 @@ fn pipeline_errors_name_the_problem() {
     );
     assert_eq!(
         parse_err("tile{l1=10}"),
-        "`tile` needs l1 >= 1024, l2 >= l1 and lanes >= 1 (got l1=10, l2=2097152, lanes=8)"
+        "`tile` needs l1 >= 1024, l2 >= l1 and lanes >= 1 (got l1=10, l2=2097152, lanes=16)"
     );
     assert_eq!(
         parse_err("dce dce"),

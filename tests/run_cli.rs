@@ -230,3 +230,149 @@ fn default_backend_is_the_jit() {
     assert!(o.status.success(), "{e}");
     assert!(e.contains("backend jit") && !e.contains("warning"), "{e}");
 }
+
+/// One compiler: `lpuc run` goes through the CPU pipeline (the pass table names the fusions
+/// and the memory plan) and prints the same greedy text as before.
+#[test]
+fn run_goes_through_the_cpu_pipeline() {
+    let Some(m) = model() else { return };
+    let o = lpuc(&[
+        "run",
+        "-m",
+        &m,
+        "-p",
+        "Once upon a time",
+        "-n",
+        "12",
+        "--temp",
+        "0",
+        "--time-passes",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    for pass in [
+        "fuse-int4-dequant",
+        "flash-attention",
+        "plan-buffers",
+        "tile",
+    ] {
+        assert!(
+            err.lines().any(|l| l.trim_end().ends_with(pass)),
+            "no `{pass}` row in the pass table:\n{err}"
+        );
+    }
+    assert!(err.contains("Pass execution timing report"), "{err}");
+    assert!(err.contains("backend jit"), "{err}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.starts_with("Once upon a time, the city of Nova Haven was a thriving"),
+        "{out}"
+    );
+}
+
+#[test]
+fn print_pipeline_on_run_bench_and_compile() {
+    let cpu = lpuc(&["run", "--print-pipeline"]);
+    assert!(cpu.status.success());
+    let cpu = String::from_utf8_lossy(&cpu.stdout).trim().to_string();
+    assert_eq!(
+        cpu,
+        "canonicalize,fuse-int4-dequant,fold-rms-norm-scale,fuse-swiglu,flash-attention,cse,dce,tile{target=cpu},plan-buffers"
+    );
+    let bench = lpuc(&["bench", "--print-pipeline"]);
+    assert_eq!(String::from_utf8_lossy(&bench.stdout).trim(), cpu);
+    let d = tempfile::tempdir().unwrap();
+    let ir = d.path().join("tiny.ir");
+    let b = lpuc(&["build", "--preset", "tiny", "-o", ir.to_str().unwrap()]);
+    assert!(b.status.success());
+    let groq = lpuc(&[
+        "compile",
+        ir.to_str().unwrap(),
+        "--target",
+        "groq",
+        "--print-pipeline",
+    ]);
+    assert!(
+        groq.status.success(),
+        "{}",
+        String::from_utf8_lossy(&groq.stderr)
+    );
+    assert!(String::from_utf8_lossy(&groq.stdout).contains("tile{target=groq}"));
+    let given = lpuc(&["run", "--print-pipeline", "--passes=canonicalize,dce"]);
+    assert_eq!(
+        String::from_utf8_lossy(&given.stdout).trim(),
+        "canonicalize,dce"
+    );
+}
+
+/// A pipeline that leaves primitive ops is refused by the backend, naming the op, the
+/// value and the missing pass — never run wrongly, never re-recognized.
+#[test]
+fn run_refuses_a_pipeline_without_the_fusions() {
+    let Some(m) = model() else { return };
+    let o = lpuc(&[
+        "run",
+        "-m",
+        &m,
+        "-p",
+        "Hi",
+        "-n",
+        "1",
+        "--passes=canonicalize,dce",
+        "--backend",
+        "jit",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(" at %"), "{err}");
+    assert!(err.contains("pass fuse-int4-dequant"), "{err}");
+}
+
+#[test]
+fn compile_groq_time_passes_prints_the_groq_pipeline() {
+    let d = tempfile::tempdir().unwrap();
+    let ir = d.path().join("tiny.ir");
+    let lpu = d.path().join("tiny.lpu");
+    assert!(
+        lpuc(&["build", "--preset", "tiny", "-o", ir.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let o = lpuc(&[
+        "compile",
+        ir.to_str().unwrap(),
+        "--target",
+        "groq",
+        "--time-passes",
+        "-o",
+        lpu.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    for pass in [
+        "fuse-int4-dequant",
+        "flash-attention",
+        "tile",
+        "plan-buffers",
+    ] {
+        assert!(
+            err.lines().any(|l| l.trim_end().ends_with(pass)),
+            "no `{pass}` row:\n{err}"
+        );
+    }
+    let bad = lpuc(&[
+        "compile",
+        ir.to_str().unwrap(),
+        "--target",
+        "groq",
+        "--passes=dce",
+        "-o",
+        lpu.to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("the groq backend") && err.contains("(pass "),
+        "{err}"
+    );
+}

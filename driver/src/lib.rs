@@ -40,10 +40,10 @@ pub struct PipelineOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    #[error("{0}")]
+    #[error(transparent)]
     Pipeline(#[from] PipelineError),
     /// The pipeline's output is not in the phase the backend takes.
-    #[error("{0}")]
+    #[error(transparent)]
     NotLowerable(#[from] lpuc_passes::lowerable::NotLowerable),
     #[error("{0}")]
     Backend(String),

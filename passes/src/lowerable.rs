@@ -37,15 +37,38 @@ pub struct NotLowerable {
     pub num: Option<usize>,
     pub op: &'static str,
     pub msg: String,
+    /// How many other ops are refused, and the passes their refusals name (in order of
+    /// first appearance), so one error tells the whole story of a short pipeline.
+    pub more: usize,
+    pub also_missing: Vec<String>,
 }
 
 impl fmt::Display for NotLowerable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.num {
-            Some(n) => write!(f, "{} at %{n}: {}", self.op, self.msg),
-            None => write!(f, "{}", self.msg),
+            Some(n) => write!(f, "{} at %{n}: {}", self.op, self.msg)?,
+            None => write!(f, "{}", self.msg)?,
         }
+        if self.more > 0 {
+            write!(f, "; {} more ops are refused", self.more)?;
+            if !self.also_missing.is_empty() {
+                write!(
+                    f,
+                    ", naming also pass {}",
+                    self.also_missing.join(", pass ")
+                )?;
+            }
+        }
+        Ok(())
     }
+}
+
+/// The pass a refusal names (`… (pass NAME)` or `(pass NAME, then …)`).
+fn named_pass(msg: &str) -> Option<&str> {
+    let i = msg.rfind("(pass ")?;
+    let rest = &msg[i + 6..];
+    let end = rest.find([',', ')', ' ']).unwrap_or(rest.len());
+    Some(&rest[..end])
 }
 
 impl std::error::Error for NotLowerable {}
@@ -126,19 +149,41 @@ fn refusal(g: &Graph, v: Value, t: TargetKind) -> Option<String> {
     }
 }
 
-/// Checks that `g` is in the phase "lowerable for `t`"; the error names the first op (in
-/// printed order) outside it.
-pub fn check(g: &Graph, t: TargetKind) -> Result<(), NotLowerable> {
+/// Every op of `g` outside the phase "lowerable for `t`", in printed order.
+pub fn refusals(g: &Graph, t: TargetKind) -> Vec<NotLowerable> {
     let num = g.numbering();
-    for v in g.sorted_values() {
-        if let Some(msg) = refusal(g, v, t) {
-            return Err(NotLowerable {
+    g.sorted_values()
+        .into_iter()
+        .filter_map(|v| {
+            refusal(g, v, t).map(|msg| NotLowerable {
                 value: Some(v),
                 num: num.get(&v).copied(),
                 op: g.op(v).name(),
                 msg,
-            });
+                more: 0,
+                also_missing: vec![],
+            })
+        })
+        .collect()
+}
+
+/// Checks that `g` is in the phase "lowerable for `t`"; the error names the first op (in
+/// printed order) outside it.
+pub fn check(g: &Graph, t: TargetKind) -> Result<(), NotLowerable> {
+    let num = g.numbering();
+    let all = refusals(g, t);
+    if let Some(first) = all.first() {
+        let mut e = first.clone();
+        e.more = all.len() - 1;
+        let own = named_pass(&first.msg);
+        for r in &all[1..] {
+            if let Some(p) = named_pass(&r.msg) {
+                if Some(p) != own && !e.also_missing.iter().any(|x| x == p) {
+                    e.also_missing.push(p.to_string());
+                }
+            }
         }
+        return Err(e);
     }
     if t == TargetKind::Cpu {
         for (ph, pass) in [(Phase::Tiled, "tile"), (Phase::Planned, "plan-buffers")] {
@@ -150,6 +195,8 @@ pub fn check(g: &Graph, t: TargetKind) -> Result<(), NotLowerable> {
                     "the cpu backend needs the `{}` phase (pass {pass}): {m}",
                     ph.name()
                 ),
+                more: 0,
+                also_missing: vec![],
             })?;
         }
     }
