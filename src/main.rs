@@ -50,7 +50,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // llama.cpp spells the micro-batch `-ub` (two letters after one dash), which clap
+    // would read as `-u b`; accept it as `--ubatch-size`.
+    let cli = Cli::parse_from(std::env::args_os().map(|a| {
+        if a == "-ub" {
+            "--ubatch-size".into()
+        } else {
+            a
+        }
+    }));
     let r = match cli.command {
         Command::Build(a) => cmd::build::run(a),
         Command::Verify(a) => cmd::verify::run(a),

@@ -502,8 +502,12 @@ fn emit_quant(m: &mut ModuleText, name: &str, k: usize) {
         let id = f.v(format!("select i1 {nz}, float {inv}, float 0.0"));
         let ids = f.splat_v(32, "float", &id);
         let sc = f.v(format!("fmul <32 x float> {v}, {ids}"));
+        // Round half away from zero (`llvm.round`), as the reference quantizer
+        // (`pack::quantize_ref`), the interpreter (`lpuc_ir::quant`) and the LPU simulator
+        // do — llama.cpp's scalar reference rounds so too (its SIMD paths round to even);
+        // one rule everywhere keeps the JIT bit-identical to its oracle on exact ties.
         let r = f.v(format!(
-            "call <32 x float> @llvm.rint.v32f32(<32 x float> {sc})"
+            "call <32 x float> @llvm.round.v32f32(<32 x float> {sc})"
         ));
         let qi = f.v(format!("fptosi <32 x float> {r} to <32 x i32>"));
         let q8 = f.v(format!("trunc <32 x i32> {qi} to <32 x i8>"));

@@ -499,3 +499,42 @@ fn embedding_q8_0_is_exact() {
     }
     let _ = f16::ZERO;
 }
+
+/// Exact ties: a block whose max is 127·d with d = 1 puts elements at k + 0.5 exactly, and
+/// the kernel must round them as the reference does (half away from zero), not to even.
+#[test]
+fn quantize_kernel_rounds_ties_like_the_reference() {
+    let host = Host::detect();
+    let k = 64;
+    let kq = KernelSpec::Quantize { k };
+    let kern = load(
+        &module_for(std::slice::from_ref(&kq)),
+        &host,
+        &[kq.symbol()],
+    )
+    .unwrap();
+    let qf: Quant = unsafe { std::mem::transmute(kern.addr(&kq.symbol())) };
+    let mut x = vec![0f32; k];
+    x[0] = 127.0;
+    let ties = [0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5];
+    x[1..1 + ties.len()].copy_from_slice(&ties);
+    // second block: max 127·0.5, ties at 0.25 (→ 0.5 after scaling)
+    x[32] = -63.5;
+    x[33] = 0.25;
+    x[34] = -0.75;
+    let (xq, dx, sx) = quant_rows(k, &x);
+    assert_eq!(&xq[1..1 + ties.len()], &[1, 2, 3, -1, -2, -3, 127, -127]);
+    assert_eq!(&xq[33..35], &[1, -2]);
+    let (mut q2, mut d2, mut s2) = (vec![0i8; k], vec![0f32; 2], vec![0f32; 2]);
+    qf(
+        x.as_ptr(),
+        q2.as_mut_ptr(),
+        d2.as_mut_ptr(),
+        s2.as_mut_ptr(),
+        0,
+        1,
+    );
+    assert_eq!(q2, xq, "quantized bytes on exact ties");
+    assert_eq!(d2, dx, "block scales");
+    assert_eq!(s2, sx, "block sums");
+}
