@@ -50,14 +50,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // llama.cpp spells the micro-batch `-ub` (two letters after one dash), which clap
-    // would read as `-u b`; accept it as `--ubatch-size`.
-    let cli = Cli::parse_from(std::env::args_os().map(|a| {
-        if a == "-ub" {
-            "--ubatch-size".into()
-        } else {
-            a
-        }
+    // llama.cpp spells some flags with several letters after one dash (`-ub`, `-ctk`,
+    // `-ctv`), which clap would read as clusters of short flags; accept them by name.
+    let cli = Cli::parse_from(std::env::args_os().map(|a| match a.to_str() {
+        Some("-ub") => "--ubatch-size".into(),
+        Some("-ctk") => "--cache-type-k".into(),
+        Some("-ctv") => "--cache-type-v".into(),
+        _ => a,
     }));
     let r = match cli.command {
         Command::Build(a) => cmd::build::run(a),

@@ -536,6 +536,7 @@ fn smollm2_gguf_model_logits_match_after_the_default_pipeline() {
     let opts = lpuc_ir::import::ImportOptions {
         max_ctx: Some(256),
         all_logits: false,
+        ..Default::default()
     };
     let (g0, _) = lpuc_ir::import::import_gguf(&file, &path, &opts).expect("imports");
     let mut g = g0.clone();

@@ -40,6 +40,7 @@ fn model() -> Option<Model> {
             &ImportOptions {
                 max_ctx: Some(512),
                 all_logits: false,
+                ..Default::default()
             },
         )
         .expect("load model"),

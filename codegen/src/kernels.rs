@@ -54,6 +54,9 @@ pub enum KernelSpec {
         d: usize,
         cap: usize,
         transposed: bool,
+        /// The cache holds f16 (rounded to nearest even on store, as `half` and the
+        /// interpreter round), else f32.
+        f16: bool,
     },
     /// `fn(q, kc, vc, o, s, p, r_lo, r_hi)`: causal GQA attention with online softmax over
     /// key blocks of `block` (rounded up to a multiple of 16). `q`, `o`: `[s, h, d]`; the K
@@ -68,6 +71,9 @@ pub enum KernelSpec {
         cap: usize,
         block: usize,
         scale: f32,
+        /// The K / V caches hold f16 (widened exactly as they are read).
+        k_f16: bool,
+        v_f16: bool,
     },
     /// `fn(a, b, y, lo, hi)`: `y = silu(a) · b`.
     SwiGlu,
@@ -117,9 +123,11 @@ impl KernelSpec {
                 d,
                 cap,
                 transposed,
+                f16,
             } => format!(
-                "lpuc_kvapp_{kvh}_{d}_{cap}{}",
-                if *transposed { "_t" } else { "" }
+                "lpuc_kvapp_{kvh}_{d}_{cap}{}{}",
+                if *transposed { "_t" } else { "" },
+                if *f16 { "_h" } else { "" }
             ),
             KernelSpec::Attention {
                 h,
@@ -128,7 +136,14 @@ impl KernelSpec {
                 cap,
                 block,
                 scale,
-            } => format!("lpuc_attn_{h}_{kvh}_{d}_{cap}_{block}_{}", fkey(*scale)),
+                k_f16,
+                v_f16,
+            } => format!(
+                "lpuc_attn_{h}_{kvh}_{d}_{cap}_{block}_{}{}{}",
+                fkey(*scale),
+                if *k_f16 { "_kh" } else { "" },
+                if *v_f16 { "_vh" } else { "" }
+            ),
             KernelSpec::SwiGlu => "lpuc_swiglu".into(),
             KernelSpec::Add => "lpuc_add".into(),
             KernelSpec::EmbedQ8 { d } => format!("lpuc_embq8_{d}"),
@@ -159,7 +174,8 @@ impl KernelSpec {
                 d,
                 cap,
                 transposed,
-            } => emit_kvapp(m, &name, *kvh, *d, *cap, *transposed),
+                f16,
+            } => emit_kvapp(m, &name, *kvh, *d, *cap, *transposed, *f16),
             KernelSpec::Attention {
                 h,
                 kvh,
@@ -167,7 +183,9 @@ impl KernelSpec {
                 cap,
                 block,
                 scale,
-            } => emit_attn(m, &name, *h, *kvh, *d, *cap, *block, *scale),
+                k_f16,
+                v_f16,
+            } => emit_attn(m, &name, *h, *kvh, *d, *cap, *block, *scale, *k_f16, *v_f16),
             KernelSpec::SwiGlu => emit_binary(m, &name, true),
             KernelSpec::Add => emit_binary(m, &name, false),
             KernelSpec::EmbedQ8 { d } => emit_embq8(m, &name, *d),
@@ -684,7 +702,16 @@ fn k_head_elems(d: usize, cap: usize) -> usize {
     cap.div_ceil(16) * 16 * d
 }
 
-fn emit_kvapp(m: &mut ModuleText, name: &str, kvh: usize, d: usize, cap: usize, transposed: bool) {
+fn emit_kvapp(
+    m: &mut ModuleText,
+    name: &str,
+    kvh: usize,
+    d: usize,
+    cap: usize,
+    transposed: bool,
+    f16: bool,
+) {
+    let el = if f16 { "half" } else { "float" };
     let mut f = Fb::new(
         &format!("void @{name}(ptr noalias %src, ptr noalias %cache, i64 %s, i64 %p)"),
         0,
@@ -708,19 +735,29 @@ fn emit_kvapp(m: &mut ModuleText, name: &str, kvh: usize, d: usize, cap: usize, 
                 f.for_loop("0", &d.to_string(), &[], |f, dd| {
                     let xp = f.gep("float", &sp, dd);
                     let x = f.v(format!("load float, ptr {xp}, align 4"));
+                    let x = if f16 {
+                        f.v(format!("fptrunc float {x} to half"))
+                    } else {
+                        x
+                    };
                     let c4 = f.v(format!("mul nsw i64 {dd}, 16"));
                     let co = f.v(format!("add nsw i64 {tile}, {c4}"));
-                    let cp = f.gep("float", "%cache", &co);
-                    f.i(format!("store float {x}, ptr {cp}, align 4"));
+                    let cp = f.gep(el, "%cache", &co);
+                    f.i(format!("store {el} {x}, ptr {cp}, align 2"));
                 });
             } else {
                 // cache[h][j][..]
                 let c0 = f.v(format!("mul nsw i64 {h}, {cap}"));
                 let c1 = f.v(format!("add nsw i64 {c0}, {j}"));
                 let co = f.v(format!("mul nsw i64 {c1}, {d}"));
-                let cp = f.gep("float", "%cache", &co);
+                let cp = f.gep(el, "%cache", &co);
                 let v = f.v(format!("load <{d} x float>, ptr {sp}, align 4"));
-                f.i(format!("store <{d} x float> {v}, ptr {cp}, align 4"));
+                let v = if f16 {
+                    f.v(format!("fptrunc <{d} x float> {v} to <{d} x half>"))
+                } else {
+                    v
+                };
+                f.i(format!("store <{d} x {el}> {v}, ptr {cp}, align 2"));
             }
         });
     });
@@ -738,7 +775,13 @@ fn emit_attn(
     cap: usize,
     block: usize,
     scale: f32,
+    k_f16: bool,
+    v_f16: bool,
 ) {
+    let (kel, vel) = (
+        if k_f16 { "half" } else { "float" },
+        if v_f16 { "half" } else { "float" },
+    );
     // Key blocks start on K tiles (online softmax is exact for any blocking).
     let block = block.div_ceil(16) * 16;
     let vt = format!("<{d} x float>");
@@ -769,8 +812,8 @@ fn emit_attn(
         let qv = f.v(format!("load {vt}, ptr {qp}, align 4"));
         let kvo = f.v(format!("mul nsw i64 {kh}, {}", cap * d));
         let kto = f.v(format!("mul nsw i64 {kh}, {}", k_head_elems(d, cap)));
-        let kb = f.gep("float", "%kc", &kto);
-        let vb = f.gep("float", "%vc", &kvo);
+        let kb = f.gep(kel, "%kc", &kto);
+        let vb = f.gep(vel, "%vc", &kvo);
         let n0 = f.v(format!("add nsw i64 %p, {si}"));
         let n = f.v(format!("add nsw i64 {n0}, 1"));
         let nbm = f.v(format!("add nsw i64 {n}, {}", block - 1));
@@ -797,8 +840,13 @@ fn emit_attn(
                     let mut accs: Vec<String> = vec!["zeroinitializer".into(); 4];
                     for dd in 0..d {
                         let ko = f.v(format!("add nsw i64 {tb}, {}", dd * 16));
-                        let kp = f.gep("float", &kb, &ko);
-                        let kv = f.v(format!("load <16 x float>, ptr {kp}, align 4"));
+                        let kp = f.gep(kel, &kb, &ko);
+                        let kv = f.v(format!("load <16 x {kel}>, ptr {kp}, align 2"));
+                        let kv = if k_f16 {
+                            f.v(format!("fpext <16 x half> {kv} to <16 x float>"))
+                        } else {
+                            kv
+                        };
                         let qd = f.v(format!("extractelement {vt} {qv}, i64 {dd}"));
                         let qs = f.splat_v(16, "float", &qd);
                         let a = accs[dd % 4].clone();
@@ -848,8 +896,13 @@ fn emit_attn(
                     let pv = f.v(format!("load float, ptr {sp}, align 4"));
                     let j = f.v(format!("add nsw i64 {j0}, {jj}"));
                     let vo = f.v(format!("mul nsw i64 {j}, {d}"));
-                    let vp = f.gep("float", &vb, &vo);
-                    let vv = f.v(format!("load {vt}, ptr {vp}, align 4"));
+                    let vp = f.gep(vel, &vb, &vo);
+                    let vv = f.v(format!("load <{d} x {vel}>, ptr {vp}, align 2"));
+                    let vv = if v_f16 {
+                        f.v(format!("fpext <{d} x half> {vv} to {vt}"))
+                    } else {
+                        vv
+                    };
                     let ps = f.splat_v(d, "float", &pv);
                     f.i(format!("%acc2.n = call {vt} @llvm.fma.v{d}f32({vt} {vv}, {vt} {ps}, {vt} %acc2)"));
                 });

@@ -347,12 +347,14 @@ fn kv_append_and_flash_attention_match_reference() {
                 d,
                 cap,
                 transposed: false,
+                f16: false,
             },
             KernelSpec::KvAppend {
                 kvh,
                 d,
                 cap,
                 transposed: true,
+                f16: false,
             },
             KernelSpec::Attention {
                 h,
@@ -361,6 +363,8 @@ fn kv_append_and_flash_attention_match_reference() {
                 cap,
                 block,
                 scale: 0.25,
+                k_f16: false,
+                v_f16: false,
             },
         ];
         let syms: Vec<String> = specs.iter().map(|s| s.symbol()).collect();
@@ -465,6 +469,101 @@ fn kv_append_and_flash_attention_match_reference() {
             &format!("attention block={block} s={s} p={p}"),
         );
     }
+}
+
+type KvAppH = extern "C" fn(*const f32, *mut u16, i64, i64);
+type AttnH = extern "C" fn(*const f32, *const u16, *const u16, *mut f32, i64, i64, i64, i64);
+
+/// An f16 cache: `kv_append` rounds to nearest even exactly as `half` (and so the
+/// interpreter) does, and attention over it equals attention over the rounded values.
+#[test]
+fn f16_kv_cache_rounds_like_the_interpreter() {
+    let host = Host::detect();
+    let (h, kvh, d, cap, s) = (4usize, 2usize, 16usize, 40usize, 7usize);
+    let specs = [
+        KernelSpec::KvAppend {
+            kvh,
+            d,
+            cap,
+            transposed: false,
+            f16: true,
+        },
+        KernelSpec::KvAppend {
+            kvh,
+            d,
+            cap,
+            transposed: true,
+            f16: true,
+        },
+        KernelSpec::Attention {
+            h,
+            kvh,
+            d,
+            cap,
+            block: 16,
+            scale: 0.25,
+            k_f16: true,
+            v_f16: true,
+        },
+    ];
+    let syms: Vec<String> = specs.iter().map(|s| s.symbol()).collect();
+    let k = load(&module_for(&specs), &host, &syms).unwrap();
+    let app: KvAppH = unsafe { std::mem::transmute(k.addr(&syms[0])) };
+    let app_t: KvAppH = unsafe { std::mem::transmute(k.addr(&syms[1])) };
+    let att: AttnH = unsafe { std::mem::transmute(k.addr(&syms[2])) };
+    let mut r = rng(77);
+    let knew = randv(&mut r, s * kvh * d, 3.0);
+    let vnew = randv(&mut r, s * kvh * d, 3.0);
+    let mut kc = vec![0u16; kvh * cap.div_ceil(16) * 16 * d];
+    let mut vc = vec![0u16; kvh * cap * d];
+    app_t(knew.as_ptr(), kc.as_mut_ptr(), s as i64, 0);
+    app(vnew.as_ptr(), vc.as_mut_ptr(), s as i64, 0);
+    let round = |x: f32| half::f16::from_f32(x);
+    let (mut kf, mut vf) = (vec![0f32; kvh * s * d], vec![0f32; kvh * s * d]);
+    for i in 0..s {
+        for hh in 0..kvh {
+            for dd in 0..d {
+                let (kx, vx) = (knew[(i * kvh + hh) * d + dd], vnew[(i * kvh + hh) * d + dd]);
+                let kt = lpuc_codegen::kernels::k_tile_offset(hh, i, dd, d, cap);
+                assert_eq!(kc[kt], round(kx).to_bits(), "K bits at {hh},{i},{dd}");
+                assert_eq!(vc[(hh * cap + i) * d + dd], round(vx).to_bits(), "V bits");
+                kf[(hh * s + i) * d + dd] = round(kx).to_f32();
+                vf[(hh * s + i) * d + dd] = round(vx).to_f32();
+            }
+        }
+    }
+    let q = randv(&mut r, s * h * d, 2.0);
+    let mut o = vec![f32::NAN; s * h * d];
+    att(
+        q.as_ptr(),
+        kc.as_ptr(),
+        vc.as_ptr(),
+        o.as_mut_ptr(),
+        s as i64,
+        0,
+        0,
+        (h * s) as i64,
+    );
+    let mut qt = vec![0f32; h * s * d];
+    for i in 0..s {
+        for hh in 0..h {
+            qt[(hh * s + i) * d..][..d].copy_from_slice(&q[(i * h + hh) * d..][..d]);
+        }
+    }
+    use lpuc_ir::interp::{attention, Tensor};
+    let rt = attention(
+        &Tensor::new(vec![1, h, s, d], qt),
+        &Tensor::new(vec![1, kvh, s, d], kf),
+        &Tensor::new(vec![1, kvh, s, d], vf),
+        0.25,
+    );
+    let mut want = vec![0f32; s * h * d];
+    for i in 0..s {
+        for hh in 0..h {
+            want[(i * h + hh) * d..][..d].copy_from_slice(&rt.data[(hh * s + i) * d..][..d]);
+        }
+    }
+    close(&o, &want, 1e-5, "attention over f16 caches");
 }
 
 type Emb = extern "C" fn(*const u8, *const i32, *mut f32, i64);

@@ -20,6 +20,7 @@ fn main() -> Result<(), String> {
         &ImportOptions {
             max_ctx: Some(512),
             all_logits: false,
+            ..Default::default()
         },
     )
     .map_err(|e| e.to_string())?;

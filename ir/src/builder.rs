@@ -41,6 +41,10 @@ pub struct LlamaConfig {
     /// Logits for every new position (`true`) or only the last (`false`, the default: what
     /// generation needs, and it saves the vocab-sized matmul for all but one row).
     pub all_logits: bool,
+    /// dtype of the K and V cache states (`f32`, or `f16` as llama.cpp keeps them): a
+    /// `kv_append` rounds what it stores to it, on every backend alike.
+    pub cache_k_dtype: DType,
+    pub cache_v_dtype: DType,
 }
 
 pub const PRESETS: &[&str] = &[
@@ -76,6 +80,8 @@ impl LlamaConfig {
             embed_dtype: DType::Q4_0,
             output_dtype: DType::Q4_0,
             all_logits: false,
+            cache_k_dtype: DType::F32,
+            cache_v_dtype: DType::F32,
         };
         let c = match name {
             // Small enough for the interpreter in unit tests, with every feature SmolLM2 has:
@@ -353,10 +359,10 @@ impl Builder<'_> {
             let q = self.op(heads_first.clone(), &[q])?;
             let k = self.op(heads_first.clone(), &[k])?;
             let v = self.op(heads_first.clone(), &[v])?;
-            for kind in ["k", "v"] {
+            for (kind, dt) in [("k", c.cache_k_dtype), ("v", c.cache_v_dtype)] {
                 self.g.states.push(StateDecl {
                     name: format!("blk.{l}.{kind}"),
-                    ty: ty(DType::F32, vec![b, Dim::c(kvh), Dim::P, Dim::c(hd)]),
+                    ty: ty(dt, vec![b, Dim::c(kvh), Dim::P, Dim::c(hd)]),
                     loc: None,
                 });
             }

@@ -131,6 +131,8 @@ pub fn config_from_gguf(f: &GgufFile, name: &str) -> Result<LlamaConfig, ImportE
         embed_dtype: embd.dtype,
         output_dtype: out.map(|t| t.dtype).unwrap_or(embd.dtype),
         all_logits: false,
+        cache_k_dtype: DType::F32,
+        cache_v_dtype: DType::F32,
     };
     if !(rope_theta.is_finite() && rope_theta > 0.0) {
         return Err(ImportError::BadValue {
@@ -156,6 +158,10 @@ pub struct ImportOptions {
     pub max_ctx: Option<u64>,
     /// Logits for every new position instead of only the last.
     pub all_logits: bool,
+    /// K and V cache dtypes (`f32` when unset; `lpuc run` asks for `f16`, llama.cpp's
+    /// default).
+    pub cache_k: Option<DType>,
+    pub cache_v: Option<DType>,
 }
 
 /// Builds the graph for a GGUF file and checks every weight against the file.
@@ -177,6 +183,8 @@ pub fn import_gguf(
         cfg.max_ctx = c;
     }
     cfg.all_logits = opts.all_logits;
+    cfg.cache_k_dtype = opts.cache_k.unwrap_or(DType::F32);
+    cfg.cache_v_dtype = opts.cache_v.unwrap_or(DType::F32);
     // Build with f32 weights (so the builder adds no dequant), then give every weight the
     // dtype the file stores, with a dequant in front of each f32 consumer.
     let mut build_cfg = cfg.clone();

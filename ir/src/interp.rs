@@ -523,7 +523,13 @@ impl<'g, 'w> Interpreter<'g, 'w> {
                             rows.len() / inner.max(1)
                         ));
                     }
-                    rows.extend_from_slice(&x.data[o * s * inner..(o + 1) * s * inner]);
+                    let new = &x.data[o * s * inner..(o + 1) * s * inner];
+                    if st.ty.dtype == crate::DType::F16 {
+                        // The state's dtype: rows are rounded as they are stored.
+                        rows.extend(new.iter().map(|&v| half::f16::from_f32(v).to_f32()));
+                    } else {
+                        rows.extend_from_slice(new);
+                    }
                 }
                 let mut out = Vec::with_capacity(outer * (p + s) * inner);
                 for rows in &c.rows {

@@ -188,7 +188,10 @@ pub fn infer_opt(op: &Op, ops: &[&TensorType], g: &Graph) -> Result<Option<Tenso
         }
         Op::Matmul => {
             f32_only("lhs", ops[0])?;
-            f32_only("rhs", ops[1])?;
+            // An f16 rhs (an f16 KV cache read by attention) widens exactly.
+            if ops[1].dtype != DType::F16 {
+                f32_only("rhs", ops[1])?;
+            }
             matmul_type(ops[0], ops[1], "rhs")?
         }
         Op::QMatmul => {
@@ -265,7 +268,13 @@ pub fn infer_opt(op: &Op, ops: &[&TensorType], g: &Graph) -> Result<Option<Tenso
                 format!("no state named \"{cache}\" is declared{hint}")
             })?;
             let pax = state_p_axis(&st.ty).map_err(|m| format!("state \"{cache}\": {m}"))?;
-            if x.dtype != st.ty.dtype || x.rank() != st.ty.rank() {
+            if !matches!(st.ty.dtype, DType::F32 | DType::F16) {
+                return Err(format!("state \"{cache}\" : {} must be f32 or f16", st.ty));
+            }
+            // f32 rows are rounded to an f16 state as they are stored.
+            let fits =
+                x.dtype == st.ty.dtype || (x.dtype == DType::F32 && st.ty.dtype == DType::F16);
+            if !fits || x.rank() != st.ty.rank() {
                 return Err(format!(
                     "appended {x} does not match state \"{cache}\" : {}",
                     st.ty
@@ -326,7 +335,9 @@ pub fn infer_opt(op: &Op, ops: &[&TensorType], g: &Graph) -> Result<Option<Tenso
         Op::FlashAttention { scale, block } => {
             let (q, k, v) = (ops[0], ops[1], ops[2]);
             for (n, t) in [("q", q), ("k", k), ("v", v)] {
-                f32_only(n, t)?;
+                if n == "q" || t.dtype != DType::F16 {
+                    f32_only(n, t)?;
+                }
                 rank_exactly(n, t, 4)?;
             }
             if k.shape != v.shape {

@@ -49,6 +49,12 @@ pub struct Args {
     /// this many; longer prompts run in chunks.
     #[arg(short = 'u', long = "ubatch-size", visible_alias = "ub", default_value_t = lpuc_driver::DEFAULT_UBATCH)]
     ubatch: u64,
+    /// KV-cache dtype of K (`-ctk`): f16 (llama.cpp's default) or f32.
+    #[arg(long = "cache-type-k", value_enum, default_value_t = super::run::CacheType::F16)]
+    cache_type_k: super::run::CacheType,
+    /// KV-cache dtype of V (`-ctv`).
+    #[arg(long = "cache-type-v", value_enum, default_value_t = super::run::CacheType::F16)]
+    cache_type_v: super::run::CacheType,
     #[command(flatten)]
     pipe: super::pipeline::PipelineArgs,
 }
@@ -112,6 +118,8 @@ pub fn run(a: Args) -> super::CliResult {
         &ImportOptions {
             max_ctx: Some(need.max(512)),
             all_logits: false,
+            cache_k: Some(a.cache_type_k.dtype()),
+            cache_v: Some(a.cache_type_v.dtype()),
         },
     )
     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;

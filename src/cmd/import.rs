@@ -23,6 +23,7 @@ pub fn run(a: Args) -> super::CliResult {
     let opts = ImportOptions {
         max_ctx: a.ctx_size,
         all_logits: a.all_logits,
+        ..Default::default()
     };
     let (g, _) = import_gguf(&f, &a.model, &opts)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;

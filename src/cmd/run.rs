@@ -73,8 +73,31 @@ pub struct Args {
     /// for this many; longer prompts prefill in chunks.
     #[arg(short = 'u', long = "ubatch-size", visible_alias = "ub", default_value_t = lpuc_driver::DEFAULT_UBATCH)]
     ubatch: u64,
+    /// KV-cache dtype of K (`-ctk`, llama.cpp's flag; f16 is its default too).
+    #[arg(long = "cache-type-k", value_enum, default_value_t = CacheType::F16)]
+    cache_type_k: CacheType,
+    /// KV-cache dtype of V (`-ctv`).
+    #[arg(long = "cache-type-v", value_enum, default_value_t = CacheType::F16)]
+    cache_type_v: CacheType,
     #[command(flatten)]
     pipe: super::pipeline::PipelineArgs,
+}
+
+/// A KV-cache element type: the dtype of the cache states in the IR, so the interpreter
+/// and the JIT round the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CacheType {
+    F16,
+    F32,
+}
+
+impl CacheType {
+    pub fn dtype(self) -> lpuc_ir::DType {
+        match self {
+            CacheType::F16 => lpuc_ir::DType::F16,
+            CacheType::F32 => lpuc_ir::DType::F32,
+        }
+    }
 }
 
 pub fn run(a: Args) -> super::CliResult {
@@ -92,6 +115,8 @@ pub fn run(a: Args) -> super::CliResult {
     let opts = ImportOptions {
         max_ctx: None,
         all_logits: false,
+        cache_k: Some(a.cache_type_k.dtype()),
+        cache_v: Some(a.cache_type_v.dtype()),
     };
     let mut model = Model::load(&path, &opts).map_err(anyhow::Error::msg)?;
     let ctx = a.ctx_size.unwrap_or(model.config.max_ctx.min(4096));
@@ -102,7 +127,7 @@ pub fn run(a: Args) -> super::CliResult {
         model
             .reimport(&ImportOptions {
                 max_ctx: Some(ctx),
-                all_logits: false,
+                ..opts.clone()
             })
             .map_err(anyhow::Error::msg)?;
     }

@@ -160,6 +160,8 @@ pub struct CacheDef {
     pub name: String,
     pub kvh: usize,
     pub d: usize,
+    /// Bytes per element: 4 (f32) or 2 (f16, the state's dtype).
+    pub elem_bytes: usize,
 }
 
 /// A weight to pack at load time.
@@ -495,10 +497,10 @@ impl<'g> Lower<'g> {
     fn cache(&mut self, v: Value, cache: &str, kvh: usize, d: usize) -> Result<usize, String> {
         let st = self.g.state(cache).ok_or("undeclared state")?;
         if st.ty.shape != vec![Dim::B, Dim::c(kvh as u64), Dim::P, Dim::c(d as u64)]
-            || st.ty.dtype != DType::F32
+            || !matches!(st.ty.dtype, DType::F32 | DType::F16)
         {
             return Err(format!(
-                "cache \"{cache}\" must be f32[B, {kvh}, P, {d}], found {}",
+                "cache \"{cache}\" must be f32 or f16 [B, {kvh}, P, {d}], found {}",
                 st.ty
             ));
         }
@@ -507,6 +509,7 @@ impl<'g> Lower<'g> {
             name: cache.to_string(),
             kvh,
             d,
+            elem_bytes: if st.ty.dtype == DType::F16 { 2 } else { 4 },
         });
         Ok(self.p.caches.len() - 1)
     }
@@ -629,6 +632,7 @@ impl<'g> Lower<'g> {
                     d,
                     cap: self.p.cap,
                     transposed: tiled,
+                    f16: self.p.caches[ci].elem_bytes == 2,
                 });
                 self.p.steps.push(Step::KvAppend {
                     kern,
@@ -665,6 +669,8 @@ impl<'g> Lower<'g> {
                     cap: self.p.cap,
                     block: block.clamp(1, 256) as usize,
                     scale,
+                    k_f16: self.p.caches[k].elem_bytes == 2,
+                    v_f16: self.p.caches[vc].elem_bytes == 2,
                 });
                 let ty = g.ty(v);
                 let o = Act {

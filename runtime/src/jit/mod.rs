@@ -279,7 +279,7 @@ impl<'w> JitForward<'w> {
                     .kvh
                     .checked_mul(plan.cap.div_ceil(16) * 16)
                     .and_then(|x| x.checked_mul(c.d))
-                    .and_then(|x| x.checked_mul(4))
+                    .and_then(|x| x.checked_mul(c.elem_bytes))
                     .ok_or_else(|| {
                         format!(
                             "KV cache \"{}\" of {} tokens overflows the address space",
