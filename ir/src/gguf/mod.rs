@@ -107,8 +107,14 @@ impl GgufFile {
             path: path.to_owned(),
             source,
         };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if meta.is_dir() {
+            return Err(io(std::io::Error::other(
+                "it is a directory; give the path of the .gguf file inside it",
+            )));
+        }
         let file = File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
+        let len = meta.len();
         if len == 0 {
             // Mapping an empty file fails on some platforms; the parser reports it better.
             return Self::from_storage(Storage::Owned(Vec::new()));
