@@ -374,6 +374,47 @@ fn a_write_killed_midway_leaves_the_old_file() {
     assert!(std::fs::read_to_string(&out).unwrap().starts_with("graph"));
 }
 
+// --- 5. scaling of the passes ------------------------------------------------------------
+
+#[test]
+fn opt_on_a_long_chain_finishes_with_bounded_islands() {
+    // 5k elementwise ops on one activation: one 5k-node island made egg's extraction
+    // quadratic (31 s). Now it is cut into bounded islands that share egg runs.
+    let d = tmp();
+    let mut s = String::from(
+        "graph \"chain\" {\n  sym B <= 1\n  sym P <= 16\n  sym S <= 16\n  weights random(seed = 1)\n  \
+         %tok = input \"tokens\" : i32[B, S]\n  %emb = weight \"token_embd.weight\" : q8_0[64, 32]\n  \
+         %v0 = tensor.embedding(%emb, %tok) : f32[B, S, 32]\n",
+    );
+    let n = 5000;
+    for i in 1..=n {
+        s += &match i % 3 {
+            0 => format!("  %v{i} = tensor.silu(%v{}) : f32[B, S, 32]\n", i - 1),
+            1 => format!(
+                "  %v{i} = tensor.add(%v{}, %v{}) : f32[B, S, 32]\n",
+                i - 1,
+                i - 1
+            ),
+            _ => format!("  %v{i} = tensor.mul(%v{}, %v0) : f32[B, S, 32]\n", i - 1),
+        };
+    }
+    s += &format!("  %out = output \"logits\"(%v{n}) : f32[B, S, 32]\n}}\n");
+    let ir = p(&d, "chain.ir");
+    std::fs::write(&ir, s).unwrap();
+    let out = p(&d, "out.ir");
+    let o = lpuc(&["opt", &ir, "-o", &out, "--stats"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    let islands: usize = e
+        .lines()
+        .find(|l| l.contains("canonicalize - islands") && !l.contains("rewritten"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no island count in:\n{e}"));
+    assert!(islands >= n / 256, "{islands} islands for {n} ops:\n{e}");
+    assert!(lpuc(&["verify", &out]).status.success());
+}
+
 // --- 6. clear errors -----------------------------------------------------------------------
 
 #[test]

@@ -56,14 +56,15 @@ pub fn compiler_id() -> String {
 }
 
 /// Modules kept in the cache directory; publishing one more evicts the least recently used
-/// (by modification time, which a hit refreshes). A SmolLM2 module is ~1 MB, so the cache
-/// stays under ~100 MB however many context sizes are run.
-pub const MAX_CACHE_ENTRIES: usize = 64;
+/// (by modification time, which a hit refreshes). A SmolLM2 module is ~40 KB, so the cache
+/// stays small however many context sizes are run.
+pub const MAX_CACHE_ENTRIES: usize = 32;
 
 /// The default limit on one `lpuc-kernelc` run. A cold compile of SmolLM2-135M's module
-/// takes seconds; ten minutes means the compiler is stuck (or waiting on something that
-/// will never come), and waiting longer only hides it.
-pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(600);
+/// takes ~1 s (one kernel per op kind and shape, so larger models are not much slower); a
+/// minute means the compiler is stuck (or waiting on something that will never come), and
+/// waiting longer only hides it.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long one compile may take: `$LPUC_KERNELC_TIMEOUT` seconds, else
 /// [`DEFAULT_COMPILE_TIMEOUT`].
@@ -628,4 +629,74 @@ fn dir_is_writable(d: &Path) -> bool {
 pub fn dump(m: &ModuleText, dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     Kernelc::find()?.dump(&m.render_for_host(), dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "lpuc-jit-test-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn an_entry_is_intact_only_with_a_matching_sidecar() {
+        let d = tmp();
+        let so = d.join("k.so");
+        std::fs::write(&so, b"module bytes").unwrap();
+        assert!(!entry_is_intact(&so), "no sidecar");
+        std::fs::write(sidecar(&so), file_sha256(&so).unwrap() + "\n").unwrap();
+        assert!(entry_is_intact(&so));
+        std::fs::write(&so, b"module byte").unwrap();
+        assert!(!entry_is_intact(&so), "truncated");
+        remove_entry(&so);
+        assert!(!so.exists() && !sidecar(&so).exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn prune_keeps_the_most_recently_used() {
+        let d = tmp();
+        let t0 = std::time::SystemTime::now();
+        for i in 0..10u64 {
+            let so = d.join(format!("{i}.so"));
+            std::fs::write(&so, b"x").unwrap();
+            std::fs::write(sidecar(&so), b"h").unwrap();
+            let f = std::fs::File::options().append(true).open(&so).unwrap();
+            f.set_modified(t0 - Duration::from_secs(100 - i)).unwrap();
+        }
+        prune(&d, 4);
+        let mut left: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "6.so",
+                "6.so.sha256",
+                "7.so",
+                "7.so.sha256",
+                "8.so",
+                "8.so.sha256",
+                "9.so",
+                "9.so.sha256"
+            ]
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_timeout_comes_from_the_environment_or_the_default() {
+        // Parsing only; the kill is tested end to end in tests/robust.rs.
+        assert_eq!(DEFAULT_COMPILE_TIMEOUT, Duration::from_secs(60));
+        assert!(compile_timeout() > Duration::ZERO);
+    }
 }
