@@ -155,6 +155,8 @@ pub fn run(a: Args) -> super::CliResult {
 /// A built-in profile by name, or a profile file.
 pub fn load_profile(name: &str) -> Result<MachineModel, super::CliError> {
     if name.ends_with(".toml") || std::path::Path::new(name).exists() {
+        // Bounded: a profile is a few KB, and `/dev/zero` must not be read forever.
+        lpuc_ir::fsio::read_limited(std::path::Path::new(name), 16 << 20)?;
         return Ok(MachineModel::load(std::path::Path::new(name))?);
     }
     Ok(MachineModel::builtin(name)?)

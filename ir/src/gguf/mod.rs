@@ -113,6 +113,12 @@ impl GgufFile {
                 "it is a directory; give the path of the .gguf file inside it",
             )));
         }
+        if !meta.is_file() {
+            // A device or pipe cannot be mapped, and its length says nothing.
+            return Err(io(std::io::Error::other(
+                "it is not a regular file (a device or a pipe); give a .gguf file",
+            )));
+        }
         let file = File::open(path).map_err(io)?;
         let len = meta.len();
         if len == 0 {
