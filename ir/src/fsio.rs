@@ -112,21 +112,22 @@ pub fn write_atomic(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<()> {
-    let target = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path)?,
-        _ => path.to_path_buf(),
-    };
-    let existing = std::fs::metadata(&target).ok();
+    // Following symlinks: `/dev/stdout` is a link to a pipe or terminal.
+    let existing = std::fs::metadata(path).ok();
     if let Some(m) = &existing {
         if m.is_dir() {
             return Err(io::Error::other("is a directory"));
         }
         if !m.is_file() {
-            let mut f = OpenOptions::new().write(true).open(&target)?;
+            let mut f = OpenOptions::new().write(true).open(path)?;
             fill(&mut f)?;
             return f.flush();
         }
     }
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() && existing.is_some() => std::fs::canonicalize(path)?,
+        _ => path.to_path_buf(),
+    };
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -219,6 +220,25 @@ mod tests {
         assert_eq!(names.len(), 1, "{names:?}");
         write_atomic(&p, |w| w.write_all(b"new")).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_destination_replaces_its_target() {
+        let d = tmpdir();
+        let real = d.join("real.ir");
+        std::fs::write(&real, b"old").unwrap();
+        let link = d.join("link.ir");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_atomic(&link, |w| w.write_all(b"new")).unwrap();
+        assert_eq!(std::fs::read(&real).unwrap(), b"new");
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // Not a regular file: written in place, never renamed over.
+        write_atomic(Path::new("/dev/null"), |w| w.write_all(b"x")).unwrap();
         std::fs::remove_dir_all(&d).unwrap();
     }
 
