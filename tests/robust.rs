@@ -195,7 +195,10 @@ fn eval_of_a_70b_graph_is_refused_with_the_memory_it_needs() {
 fn devices_directories_and_models_are_not_read_as_ir() {
     refused(&lpuc(&["verify", "/dev/zero"]), &["/dev/zero is a device"]);
     refused(&lpuc(&["sim", "/dev/zero"]), &["/dev/zero is a device"]);
-    refused(&lpuc(&["run", "-m", "/dev/zero", "-p", "hi"]), &["not a regular file"]);
+    refused(
+        &lpuc(&["run", "-m", "/dev/zero", "-p", "hi"]),
+        &["not a regular file"],
+    );
     let d = tmp();
     refused(
         &lpuc(&["verify", d.path().to_str().unwrap()]),

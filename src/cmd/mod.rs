@@ -54,48 +54,52 @@ pub fn report(e: CliError) {
 /// (`/dev/zero`, a model file) from being read into memory whole.
 pub const MAX_GRAPH_FILE_BYTES: u64 = 256 << 20;
 
-/// What the first bytes of a file say it is, when it is not an `.ir` program.
-fn sniff(path: &Path) -> Option<&'static str> {
-    use std::io::Read;
-    let mut head = [0u8; 8];
-    let mut f = std::fs::File::open(path).ok()?;
-    let n = f.read(&mut head).ok()?;
-    let head = &head[..n];
+/// What a file's first bytes say it is, when it is not an `.ir` program.
+fn sniff(head: &[u8]) -> Option<&'static str> {
     if head.starts_with(b"GGUF") {
-        Some("gguf")
+        Some("a GGUF model file")
     } else if head.starts_with(b"\x93NUMPY") {
-        Some("npy")
+        Some("a NumPy .npy array")
     } else if head.starts_with(b"\x7fELF") {
-        Some("elf")
+        Some("an executable or shared object")
     } else {
         None
     }
 }
 
+fn not_ir(path: &Path, what: &str) -> CliError {
+    let shown = path.display();
+    let hint = if what.contains("GGUF") {
+        format!(
+            ": run it with `lpuc run -m {shown}`, or turn it into an .ir program with \
+             `lpuc import {shown} -o MODEL.ir`"
+        )
+    } else {
+        String::new()
+    };
+    anyhow::anyhow!("{shown} is {what}, not an .ir program{hint}").into()
+}
+
 /// Loads a graph from an `.ir` text file (or an lpuc binary artifact), verified.
 pub fn load_graph(path: &Path) -> Result<Graph, CliError> {
     let shown = path.display();
-    match sniff(path) {
-        Some("gguf") => {
-            return Err(anyhow::anyhow!(
-                "{shown} is a GGUF model file, not an .ir program: run it with \
-                 `lpuc run -m {shown}`, or turn it into an .ir program with \
-                 `lpuc import {shown} -o MODEL.ir`"
-            )
-            .into())
+    // A regular file is recognised by its first bytes before it is read whole (a model
+    // file is gigabytes); a pipe can be read only once, so it is recognised afterwards.
+    let regular = std::fs::metadata(path).is_ok_and(|m| m.is_file());
+    if regular {
+        use std::io::Read;
+        let mut head = [0u8; 8];
+        let n = std::fs::File::open(path)
+            .and_then(|mut f| f.read(&mut head))
+            .unwrap_or(0);
+        if let Some(what) = sniff(&head[..n]) {
+            return Err(not_ir(path, what));
         }
-        Some("npy") => {
-            return Err(anyhow::anyhow!("{shown} is a NumPy .npy array, not an .ir program").into())
-        }
-        Some(_) => {
-            return Err(anyhow::anyhow!(
-                "{shown} is an executable or shared object, not an .ir program"
-            )
-            .into())
-        }
-        None => {}
     }
     let bytes = lpuc_ir::fsio::read_limited(path, MAX_GRAPH_FILE_BYTES)?;
+    if let Some(what) = sniff(&bytes) {
+        return Err(not_ir(path, what));
+    }
     if bytes.starts_with(b"LPUCART\0") {
         let g = lpuc_ir::artifact::graph_from_bytes(&bytes)
             .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
