@@ -14,6 +14,16 @@
 //!
 //! Set `LPUC_KERNEL_CACHE=off` to compile into a private temp dir every time, or
 //! `LPUC_KERNEL_CACHE=<dir>` to choose the cache directory (default `~/.cache/lpuc/kernels`).
+//!
+//! The cache does not trust its files. Each `KEY.so` is published with a `KEY.so.sha256`
+//! sidecar holding its SHA-256; the sidecar is written before the `.so` is renamed into
+//! place, so every visible entry has one. A hit is hashed and compared before `dlopen`
+//! (a truncated `.so` is SIGBUS inside the loader, a corrupt `.text` a SIGSEGV later): a
+//! missing or mismatching sidecar removes the entry and recompiles. A cache directory that
+//! cannot be written (read-only, not a directory) compiles into a private temp dir instead.
+//! The cache keeps at most [`MAX_CACHE_ENTRIES`] modules, evicting the least recently used
+//! (the key covers the module text, which specialises kernels to the context size, so each
+//! distinct `-c` is an entry). A compile that runs longer than [`compile_timeout`] is killed.
 //! `LPUC_KERNELC=<path>` names the compiler binary; by default it is looked for next to the
 //! running executable, in that directory's parent (cargo's test binaries live in
 //! `target/<profile>/deps/`), then on `PATH`.
@@ -24,7 +34,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::irtext::ModuleText;
 
@@ -43,6 +53,28 @@ pub fn compiler_id() -> String {
         "lpuc-kernelc {} llvm{LLVM_MAJOR} {PIPELINE} cpu=host pic O3 cc-shared-lm",
         env!("CARGO_PKG_VERSION")
     )
+}
+
+/// Modules kept in the cache directory; publishing one more evicts the least recently used
+/// (by modification time, which a hit refreshes). A SmolLM2 module is ~40 KB, so the cache
+/// stays small however many context sizes are run.
+pub const MAX_CACHE_ENTRIES: usize = 32;
+
+/// The default limit on one `lpuc-kernelc` run. A cold compile of SmolLM2-135M's module
+/// takes ~1 s (one kernel per op kind and shape, so larger models are not much slower); a
+/// minute means the compiler is stuck (or waiting on something that will never come), and
+/// waiting longer only hides it.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long one compile may take: `$LPUC_KERNELC_TIMEOUT` seconds, else
+/// [`DEFAULT_COMPILE_TIMEOUT`].
+pub fn compile_timeout() -> Duration {
+    std::env::var("LPUC_KERNELC_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(1e7)))
+        .unwrap_or(DEFAULT_COMPILE_TIMEOUT)
 }
 
 /// The compiler binary's file name.
@@ -264,39 +296,82 @@ impl Kernelc {
     }
 
     fn run(&self, args: &[OsString], text: &str) -> Result<(), String> {
-        let mut child = Command::new(&self.path)
-            .arg("--expect-id")
+        let mut cmd = Command::new(&self.path);
+        cmd.arg("--expect-id")
             .arg(compiler_id())
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "cannot run the kernel compiler {}: {e} (rebuild it with \
-                     `cargo build --release --workspace`, or set LPUC_KERNELC)",
-                    self.path.display()
-                )
-            })?;
-        // A writer thread: the compiler may fail (and write to stderr) before reading all
-        // of its input; a failed write shows up as its exit status.
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        let input = text.to_owned();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(input.as_bytes());
-        });
-        let out = child.wait_with_output().map_err(|e| {
+            .stderr(Stdio::piped());
+        // Its own process group, so a timeout kills whatever it started too (a wrapper
+        // script's children would otherwise keep the pipes open).
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd.spawn().map_err(|e| {
             format!(
-                "waiting for the kernel compiler {}: {e}",
+                "cannot run the kernel compiler {}: {e} (rebuild it with \
+                 `cargo build --release --workspace`, or set LPUC_KERNELC)",
                 self.path.display()
             )
         })?;
-        let _ = writer.join();
-        if out.status.success() {
+        // A writer thread: the compiler may fail (and write to stderr) before reading all
+        // of its input; a failed write shows up as its exit status. Reader threads drain
+        // stdout and stderr so a chatty compiler never blocks on a full pipe.
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let input = text.to_owned();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(input.as_bytes());
+        });
+        let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut r) = r {
+                    let _ = std::io::Read::read_to_end(&mut r, &mut buf);
+                }
+                let _ = tx.send(buf);
+            });
+            rx
+        };
+        let out_t = drain(child.stdout.take().map(|s| Box::new(s) as _));
+        let err_t = drain(child.stderr.take().map(|s| Box::new(s) as _));
+        let limit = compile_timeout();
+        let t0 = Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break st,
+                Ok(None) if t0.elapsed() >= limit => {
+                    // Not reaped yet, so the group id is still this child's.
+                    kill_group(&mut child);
+                    let _ = child.wait();
+                    return Err(format!(
+                        "the kernel compiler {} did not finish within {:.0} s and was killed \
+                         (set LPUC_KERNELC_TIMEOUT=SECONDS to allow longer, or check that \
+                         LPUC_KERNELC names `{KERNELC}`)",
+                        self.path.display(),
+                        limit.as_secs_f64()
+                    ));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => {
+                    kill_group(&mut child);
+                    return Err(format!(
+                        "waiting for the kernel compiler {}: {e}",
+                        self.path.display()
+                    ));
+                }
+            }
+        };
+        // The compiler exited. Something it started may still hold the pipes open: wait
+        // for its output only briefly (the group is not signalled after the child was
+        // reaped, since its id may then belong to someone else).
+        let grace = Duration::from_secs(5);
+        let _ = out_t.recv_timeout(grace);
+        let stderr_bytes = err_t.recv_timeout(grace).unwrap_or_default();
+        if status.success() {
             return Ok(());
         }
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = String::from_utf8_lossy(&stderr_bytes);
         let mut tail = stderr.trim_end();
         const MAX: usize = 8000;
         if tail.len() > MAX {
@@ -306,9 +381,9 @@ impl Kernelc {
             }
             tail = &tail[cut..];
         }
-        let how = match out.status.code() {
+        let how = match status.code() {
             Some(c) => format!("failed (exit status {c})"),
-            None => format!("crashed ({})", out.status),
+            None => format!("crashed ({status})"),
         };
         Err(format!(
             "the kernel compiler {} {how}{}{tail}",
@@ -322,6 +397,22 @@ impl Kernelc {
     }
 }
 
+/// Kills the compiler's process group (it was started as its leader), or just the child
+/// where process groups do not exist.
+fn kill_group(child: &mut std::process::Child) {
+    #[cfg(unix)]
+    {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            // SAFETY: signalling the process group this process created for the child.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+            return;
+        }
+    }
+    let _ = child.kill();
+}
+
 /// Removes a private compile directory when dropped (the mapping of a loaded library stays
 /// valid after its file is unlinked).
 struct TmpDir(PathBuf);
@@ -332,51 +423,157 @@ impl Drop for TmpDir {
     }
 }
 
+fn new_private_dir(base: &Path) -> std::io::Result<PathBuf> {
+    let d = base.join(format!(
+        "lpuc-kernels-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+/// The SHA-256 of a file, hex.
+fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn sidecar(so: &Path) -> PathBuf {
+    let mut s = so.as_os_str().to_owned();
+    s.push(".sha256");
+    PathBuf::from(s)
+}
+
+/// Whether a cached `.so` matches the hash recorded when it was published.
+fn entry_is_intact(so: &Path) -> bool {
+    let Ok(want) = std::fs::read_to_string(sidecar(so)) else {
+        return false;
+    };
+    matches!(file_sha256(so), Ok(got) if got == want.trim())
+}
+
+fn remove_entry(so: &Path) {
+    let _ = std::fs::remove_file(so);
+    let _ = std::fs::remove_file(sidecar(so));
+}
+
+/// Keeps the newest [`MAX_CACHE_ENTRIES`] modules of a cache directory.
+fn prune(dir: &Path, keep: usize) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let p = e.path();
+            if p.extension()? != "so" {
+                return None;
+            }
+            Some((e.metadata().ok()?.modified().ok()?, p))
+        })
+        .collect();
+    if entries.len() <= keep {
+        return;
+    }
+    entries.sort();
+    let excess = entries.len() - keep;
+    for (_, p) in entries.into_iter().take(excess) {
+        remove_entry(&p);
+    }
+}
+
+/// Compiles `text` in a private directory under `work`, records its hash and, when
+/// `publish` names a cache path, moves it there (sidecar first, so a visible `.so` always
+/// has one). Returns the loaded library: it is opened from the private file before the
+/// move, so no other process's eviction or repair can pull it away between the two.
+fn compile_and_open(
+    kc: &Kernelc,
+    text: &str,
+    key: &str,
+    work: &Path,
+    publish: Option<&Path>,
+) -> Result<(libloading::Library, PathBuf), String> {
+    let priv_dir = new_private_dir(work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let _cleanup = TmpDir(priv_dir.clone());
+    let so = priv_dir.join(format!("{key}.so"));
+    kc.compile(text, &so)?;
+    let hash = file_sha256(&so).map_err(|e| format!("{}: {e}", so.display()))?;
+    let lib = unsafe { libloading::Library::new(&so) }
+        .map_err(|e| format!("loading {}: {e}", so.display()))?;
+    let Some(dest) = publish else {
+        return Ok((lib, so));
+    };
+    let side_tmp = priv_dir.join("sha256");
+    let published = std::fs::write(&side_tmp, format!("{hash}\n"))
+        .and_then(|_| std::fs::rename(&side_tmp, sidecar(dest)))
+        .and_then(|_| std::fs::rename(&so, dest));
+    match published {
+        Ok(()) => Ok((lib, dest.to_path_buf())),
+        // Not fatal: the module is loaded; the next run compiles again.
+        Err(_) => Ok((lib, so)),
+    }
+}
+
 /// Loads a module from the cache, or compiles it with `lpuc-kernelc` first, and resolves
 /// `symbols`.
 pub fn load(m: &ModuleText, host: &Host, symbols: &[String]) -> Result<Kernels, String> {
     let t0 = Instant::now();
     let text = m.render_for_host();
     let key = cache_key(&text, host);
-    let (path, tmp) = match cache_dir() {
-        Some(d) => (d.join(format!("{key}.so")), None),
-        None => {
-            let d = std::env::temp_dir().join(format!(
-                "lpuc-kernels-{}-{}",
-                std::process::id(),
-                rand_suffix()
-            ));
-            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-            (d.join(format!("{key}.so")), Some(TmpDir(d)))
+    // The cache directory, if it exists or can be made; else compile privately.
+    let cache = cache_dir();
+    let writable = cache
+        .as_ref()
+        .filter(|d| std::fs::create_dir_all(d).is_ok() && dir_is_writable(d));
+    let mut hit = false;
+    let mut lib = None;
+    let mut path = None;
+    if let Some(d) = &cache {
+        let p = d.join(format!("{key}.so"));
+        if p.exists() {
+            if entry_is_intact(&p) {
+                lib = unsafe { libloading::Library::new(&p) }.ok();
+                if lib.is_some() {
+                    hit = true;
+                    // Least-recently-used eviction goes by modification time.
+                    if let Ok(f) = std::fs::File::options().append(true).open(&p) {
+                        let _ = f.set_modified(std::time::SystemTime::now());
+                    }
+                }
+            }
+            if lib.is_none() && writable.is_some() {
+                // Truncated, corrupt, unverifiable or foreign: never dlopen it again.
+                remove_entry(&p);
+            }
         }
-    };
-    let mut hit = path.exists();
-    let lib = if hit {
-        // A truncated or foreign file falls through to a recompile.
-        unsafe { libloading::Library::new(&path) }.ok()
-    } else {
-        None
-    };
+        path = Some(p);
+    }
     let mut compiler = None;
-    let lib = match lib {
-        Some(l) => l,
+    let (lib, path) = match lib {
+        Some(l) => (l, path.unwrap_or_default()),
         None => {
-            hit = false;
-            let kc = Kernelc::find().map_err(|e| match &tmp {
-                Some(_) => format!("LPUC_KERNEL_CACHE=off: the kernels must be compiled, but {e}"),
-                None => format!(
+            let kc = Kernelc::find().map_err(|e| match &cache {
+                None => format!("LPUC_KERNEL_CACHE=off: the kernels must be compiled, but {e}"),
+                Some(d) => format!(
                     "the kernels for this model are not in the cache ({}) and must be \
                      compiled, but {e}",
-                    path.parent().unwrap_or(Path::new(".")).display()
+                    d.display()
                 ),
             })?;
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            }
-            kc.compile(&text, &path)?;
+            let tmp = std::env::temp_dir();
+            let (work, publish) = match (writable, &path) {
+                (Some(d), Some(p)) => (d.as_path(), Some(p.as_path())),
+                _ => (tmp.as_path(), None),
+            };
+            let r = compile_and_open(&kc, &text, &key, work, publish)?;
             compiler = Some(kc.path);
-            unsafe { libloading::Library::new(&path) }
-                .map_err(|e| format!("loading {}: {e}", path.display()))?
+            if let Some(d) = writable {
+                prune(d, MAX_CACHE_ENTRIES);
+            }
+            r
         }
     };
     let mut syms = HashMap::new();
@@ -397,10 +594,97 @@ pub fn load(m: &ModuleText, host: &Host, symbols: &[String]) -> Result<Kernels, 
     })
 }
 
+/// Whether files can be created in `d` (permissions alone do not say: root ignores them,
+/// and a read-only mount refuses everyone).
+fn dir_is_writable(d: &Path) -> bool {
+    let probe = d.join(format!(
+        ".lpuc-probe-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// Writes a module's LLVM IR for this host, its optimised IR and its object file into
 /// `dir` (`kernels.ll`, `kernels.opt.ll`, `kernels.o`), compiled by `lpuc-kernelc` exactly
 /// as [`load`] would compile it.
 pub fn dump(m: &ModuleText, dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     Kernelc::find()?.dump(&m.render_for_host(), dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "lpuc-jit-test-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn an_entry_is_intact_only_with_a_matching_sidecar() {
+        let d = tmp();
+        let so = d.join("k.so");
+        std::fs::write(&so, b"module bytes").unwrap();
+        assert!(!entry_is_intact(&so), "no sidecar");
+        std::fs::write(sidecar(&so), file_sha256(&so).unwrap() + "\n").unwrap();
+        assert!(entry_is_intact(&so));
+        std::fs::write(&so, b"module byte").unwrap();
+        assert!(!entry_is_intact(&so), "truncated");
+        remove_entry(&so);
+        assert!(!so.exists() && !sidecar(&so).exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn prune_keeps_the_most_recently_used() {
+        let d = tmp();
+        let t0 = std::time::SystemTime::now();
+        for i in 0..10u64 {
+            let so = d.join(format!("{i}.so"));
+            std::fs::write(&so, b"x").unwrap();
+            std::fs::write(sidecar(&so), b"h").unwrap();
+            let f = std::fs::File::options().append(true).open(&so).unwrap();
+            f.set_modified(t0 - Duration::from_secs(100 - i)).unwrap();
+        }
+        prune(&d, 4);
+        let mut left: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "6.so",
+                "6.so.sha256",
+                "7.so",
+                "7.so.sha256",
+                "8.so",
+                "8.so.sha256",
+                "9.so",
+                "9.so.sha256"
+            ]
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_timeout_comes_from_the_environment_or_the_default() {
+        // Parsing only; the kill is tested end to end in tests/robust.rs.
+        assert_eq!(DEFAULT_COMPILE_TIMEOUT, Duration::from_secs(60));
+        assert!(compile_timeout() > Duration::ZERO);
+    }
 }

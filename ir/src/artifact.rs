@@ -14,7 +14,7 @@ const MAGIC: &[u8; 8] = b"LPUCART\0";
 const VERSION: u32 = 1;
 /// Refuse to decode artifacts claiming to be larger than this (no allocation driven by an
 /// unchecked length field).
-const LIMIT: usize = 1 << 32;
+const LIMIT: usize = 1 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
@@ -30,6 +30,48 @@ pub enum ArtifactError {
     Encode(String),
     #[error("artifact holds an invalid graph: {0}")]
     Graph(String),
+}
+
+/// bincode's errors `Display` as Rust debug structs (`Utf8 { inner: … }`); this says what
+/// is wrong with the file in words.
+fn describe(e: &bincode::error::DecodeError) -> String {
+    use bincode::error::DecodeError as E;
+    match e {
+        E::UnexpectedEnd { additional } => {
+            format!(
+                "the file ends early (at least {additional} more bytes expected); it is truncated"
+            )
+        }
+        E::LimitExceeded => {
+            format!("a length field claims more than the {LIMIT}-byte limit; the file is corrupt")
+        }
+        E::Utf8 { inner } => format!("a string is not valid UTF-8 ({inner})"),
+        E::InvalidCharEncoding(b) => format!("a character is not valid UTF-8 (bytes {b:02x?})"),
+        E::InvalidBooleanValue(v) => format!("a boolean byte is {v}, not 0 or 1"),
+        E::UnexpectedVariant {
+            type_name, found, ..
+        } => format!("unknown {} variant {found}", short_type(type_name)),
+        E::OutsideUsizeRange(v) => format!("a length of {v} does not fit this machine"),
+        E::EmptyEnum { type_name } => {
+            format!("a value of the empty type {}", short_type(type_name))
+        }
+        E::InvalidIntegerType { expected, found } => {
+            format!("an integer of type {found:?} where {expected:?} was expected")
+        }
+        E::ArrayLengthMismatch { required, found } => {
+            format!("an array has {found} elements, {required} expected")
+        }
+        E::Io { inner, .. } => format!("read error: {inner}"),
+        E::Other(s) => s.to_string(),
+        E::OtherString(s) => s.clone(),
+        E::Serde(s) => format!("the data does not match the expected structure ({s:?})"),
+        _ => "malformed data".to_string(),
+    }
+}
+
+/// `lpuc_ir::op::Op` → `Op`.
+fn short_type(t: &str) -> &str {
+    t.rsplit("::").next().unwrap_or(t)
 }
 
 fn config() -> impl bincode::config::Config {
@@ -59,7 +101,7 @@ pub fn decode<T: DeserializeOwned>(kind: &str, bytes: &[u8]) -> Result<T, Artifa
         return Err(ArtifactError::Version { found: version });
     }
     let (found, used): (String, usize) = bincode::serde::decode_from_slice(&bytes[12..], config())
-        .map_err(|e| ArtifactError::Decode(e.to_string()))?;
+        .map_err(|e| ArtifactError::Decode(describe(&e)))?;
     if found != kind {
         return Err(ArtifactError::WrongKind {
             expected: kind.into(),
@@ -68,7 +110,7 @@ pub fn decode<T: DeserializeOwned>(kind: &str, bytes: &[u8]) -> Result<T, Artifa
     }
     let body = &bytes[12 + used..];
     let (value, used): (T, usize) = bincode::serde::decode_from_slice(body, config())
-        .map_err(|e| ArtifactError::Decode(e.to_string()))?;
+        .map_err(|e| ArtifactError::Decode(describe(&e)))?;
     if used != body.len() {
         return Err(ArtifactError::Decode(format!(
             "{} trailing bytes",

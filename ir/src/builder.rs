@@ -13,6 +13,16 @@ use crate::graph::{Graph, StateDecl, Value, WeightSource};
 use crate::op::{Op, RopeStyle};
 use crate::types::{Dim, Sym, TensorType};
 
+/// The largest context (bound of `P` and `S`) a graph may declare: 16 Mi tokens, above every
+/// published trained context (the longest are ~10 M), and small enough that positions,
+/// KV-cache row counts and the kernels' `kv_heads × capacity × head_dim × 4` byte offsets
+/// stay far from 2^63 for any shape the builder accepts.
+pub const MAX_CTX: u64 = 1 << 24;
+
+/// The largest batch (bound of `B`): 64 Ki sequences, so batch × context products fit in
+/// 64 bits and a batch always fits a `u32` (the Groq partitioner's fields).
+pub const MAX_BATCH: u64 = 1 << 16;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LlamaConfig {
     pub name: String,
@@ -209,6 +219,18 @@ impl LlamaConfig {
             if v == 0 {
                 return Err(format!("{n} must be > 0"));
             }
+        }
+        if self.max_ctx > MAX_CTX {
+            return Err(format!(
+                "max_ctx {} is too large (at most {MAX_CTX} tokens)",
+                self.max_ctx
+            ));
+        }
+        if self.max_batch > MAX_BATCH {
+            return Err(format!(
+                "max_batch {} is too large (at most {MAX_BATCH})",
+                self.max_batch
+            ));
         }
         if self.n_heads % self.n_kv_heads != 0 {
             return Err(format!(

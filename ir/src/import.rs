@@ -24,8 +24,14 @@ pub enum ImportError {
     Architecture(String),
     #[error("the file has no `general.architecture` key")]
     NoArchitecture,
-    #[error("missing or non-integer metadata key `{0}`")]
+    #[error("missing metadata key `{0}`")]
     MissingKey(String),
+    #[error("metadata `{key}` has the wrong type: expected {expected}, found {found}")]
+    WrongType {
+        key: String,
+        expected: &'static str,
+        found: String,
+    },
     #[error("metadata `{key}` = {value}: {msg}")]
     BadValue {
         key: String,
@@ -54,15 +60,61 @@ pub enum ImportError {
     Config(String),
 }
 
+/// A short rendering of a metadata value for an error message.
+fn shown(v: &crate::gguf::MetaValue) -> String {
+    let mut t = v.to_string();
+    if t.len() > 60 {
+        let mut cut = 60;
+        while !t.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        t.truncate(cut);
+        t.push('…');
+    }
+    format!("{} {t}", v.type_name())
+}
+
+/// An optional unsigned-integer key: absent is `None`; present with another type (or a
+/// negative value) is an error naming the expected and the found type, never a silent
+/// default.
+fn opt_u64(f: &GgufFile, key: &str) -> Result<Option<u64>, ImportError> {
+    match f.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| ImportError::WrongType {
+            key: key.into(),
+            expected: "an unsigned integer",
+            found: shown(v),
+        }),
+    }
+}
+
+/// An optional float key (f32 or f64), as [`opt_u64`].
+fn opt_f32(f: &GgufFile, key: &str) -> Result<Option<f32>, ImportError> {
+    match f.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_f32().map(Some).ok_or_else(|| ImportError::WrongType {
+            key: key.into(),
+            expected: "a float (f32 or f64)",
+            found: shown(v),
+        }),
+    }
+}
+
 fn req_u64(f: &GgufFile, key: &str) -> Result<u64, ImportError> {
-    f.get_u64(key)
-        .ok_or_else(|| ImportError::MissingKey(key.into()))
+    opt_u64(f, key)?.ok_or_else(|| ImportError::MissingKey(key.into()))
 }
 
 /// Reads the model shape from `llama.*` metadata (and the tensor table where metadata is
 /// optional: vocab size from `token_embd.weight`, tied head from the absence of `output.weight`).
 pub fn config_from_gguf(f: &GgufFile, name: &str) -> Result<LlamaConfig, ImportError> {
-    let arch = f.architecture().ok_or(ImportError::NoArchitecture)?;
+    let arch = match f.get("general.architecture") {
+        None => return Err(ImportError::NoArchitecture),
+        Some(v) => v.as_str().ok_or_else(|| ImportError::WrongType {
+            key: "general.architecture".into(),
+            expected: "a string",
+            found: shown(v),
+        })?,
+    };
     if arch != "llama" {
         return Err(ImportError::Architecture(arch.to_string()));
     }
@@ -70,9 +122,7 @@ pub fn config_from_gguf(f: &GgufFile, name: &str) -> Result<LlamaConfig, ImportE
     let dim = req_u64(f, "llama.embedding_length")?;
     let ffn_dim = req_u64(f, "llama.feed_forward_length")?;
     let n_heads = req_u64(f, "llama.attention.head_count")?;
-    let n_kv_heads = f
-        .get_u64("llama.attention.head_count_kv")
-        .unwrap_or(n_heads);
+    let n_kv_heads = opt_u64(f, "llama.attention.head_count_kv")?.unwrap_or(n_heads);
     if n_heads == 0 || dim % n_heads != 0 {
         return Err(ImportError::BadValue {
             key: "llama.attention.head_count".into(),
@@ -80,23 +130,18 @@ pub fn config_from_gguf(f: &GgufFile, name: &str) -> Result<LlamaConfig, ImportE
             msg: format!("does not divide llama.embedding_length = {dim}"),
         });
     }
-    let head_dim = f
-        .get_u64("llama.attention.key_length")
-        .unwrap_or(dim / n_heads);
-    let rope_dims = f.get_u64("llama.rope.dimension_count").unwrap_or(head_dim);
+    let head_dim = opt_u64(f, "llama.attention.key_length")?.unwrap_or(dim / n_heads);
+    let rope_dims = opt_u64(f, "llama.rope.dimension_count")?.unwrap_or(head_dim);
     let embd = f
         .tensor("token_embd.weight")
         .ok_or_else(|| ImportError::MissingTensor {
             name: "token_embd.weight".into(),
         })?;
-    let vocab = f
-        .get_u64("llama.vocab_size")
+    let vocab = opt_u64(f, "llama.vocab_size")?
         .unwrap_or_else(|| embd.shape().first().copied().unwrap_or(0));
-    let rope_theta = f.get_f32("llama.rope.freq_base").unwrap_or(10000.0);
-    let norm_eps = f
-        .get_f32("llama.attention.layer_norm_rms_epsilon")
-        .unwrap_or(1e-5);
-    let max_ctx = f.get_u64("llama.context_length").unwrap_or(4096);
+    let rope_theta = opt_f32(f, "llama.rope.freq_base")?.unwrap_or(10000.0);
+    let norm_eps = opt_f32(f, "llama.attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5);
+    let max_ctx = opt_u64(f, "llama.context_length")?.unwrap_or(4096);
     let out = f.tensor("output.weight");
     let matrix_dtype = f
         .tensor("blk.0.attn_q.weight")

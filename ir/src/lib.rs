@@ -21,6 +21,7 @@ pub mod artifact;
 pub mod builder;
 pub mod dot;
 pub mod dtype;
+pub mod fsio;
 pub mod gguf;
 pub mod graph;
 pub mod import;

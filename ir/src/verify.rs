@@ -13,7 +13,9 @@
 //! 6. **state** — each declared state has a float dtype and exactly one `P` axis, its other
 //!    dims free of `P` and `S`; each is appended by exactly one `kv_append`, and every
 //!    `kv_append` names a declared state;
-//! 7. **annotations** — annotation keys are dialect-qualified (contain a `.`).
+//! 7. **annotations** — annotation keys are dialect-qualified (contain a `.`);
+//! 8. **symbol bounds** — bounds of `P` and `S` are at most [`crate::builder::MAX_CTX`], of
+//!    `B` at most [`crate::builder::MAX_BATCH`] (so every size derived from them fits 64 bits).
 //!
 //! Errors name the value (in printed numbering) and its op.
 
@@ -402,6 +404,22 @@ pub fn verify(g: &Graph) -> Result<(), VerifyErrors> {
                 list.join(", ")
             ),
         );
+    }
+
+    for (sym, max) in [
+        (Sym::B, crate::builder::MAX_BATCH),
+        (Sym::P, crate::builder::MAX_CTX),
+        (Sym::S, crate::builder::MAX_CTX),
+    ] {
+        if let Some(b) = g.syms.bound(sym).filter(|b| *b > max) {
+            err(
+                At::Graph,
+                format!(
+                    "sym {} <= {b}: the bound is too large (at most {max})",
+                    sym.name()
+                ),
+            );
+        }
     }
 
     let mut names: [HashSet<&str>; 3] = Default::default();

@@ -17,6 +17,16 @@ fn write_gguf(
     skip_key: Option<&str>,
     tweak: impl Fn(&str, Vec<u64>) -> Vec<u64>,
 ) -> (Vec<u8>, lpuc_ir::Graph) {
+    write_gguf_replacing(cfg, skip_key, None, tweak)
+}
+
+/// As [`write_gguf`], with one metadata key given another value (or type).
+fn write_gguf_replacing(
+    cfg: &LlamaConfig,
+    skip_key: Option<&str>,
+    replace: Option<(&str, MetaValue)>,
+    tweak: impl Fn(&str, Vec<u64>) -> Vec<u64>,
+) -> (Vec<u8>, lpuc_ir::Graph) {
     let g = build_llama(cfg, WeightSource::Random { seed: 3 }).unwrap();
     let w = random_weights(&g, 3).unwrap();
     let mut wr = GgufWriter::new();
@@ -46,9 +56,13 @@ fn write_gguf(
         ("llama.rope.dimension_count", MetaValue::U32(cfg.rope_dims)),
     ];
     for (k, v) in meta {
-        if Some(k) != skip_key {
-            wr.add_metadata(k, v);
+        if Some(k) == skip_key {
+            continue;
         }
+        match &replace {
+            Some((rk, rv)) if *rk == k => wr.add_metadata(k, rv.clone()),
+            _ => wr.add_metadata(k, v),
+        };
     }
     for v in g.weights() {
         let Op::Weight { name } = g.op(v) else {
@@ -114,10 +128,38 @@ fn missing_key_names_the_key() {
     let cfg = LlamaConfig::preset("tiny").unwrap();
     let (bytes, _) = write_gguf(&cfg, Some("llama.block_count"), |_, d| d);
     let e = import(bytes).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "missing or non-integer metadata key `llama.block_count`"
-    );
+    assert_eq!(e.to_string(), "missing metadata key `llama.block_count`");
+}
+
+#[test]
+fn wrong_key_type_says_expected_and_found() {
+    let cfg = LlamaConfig::preset("tiny").unwrap();
+    for (key, v, want) in [
+        (
+            "llama.block_count",
+            MetaValue::Str("2".into()),
+            "metadata `llama.block_count` has the wrong type: expected an unsigned integer, found string",
+        ),
+        (
+            "llama.context_length",
+            MetaValue::F32(4096.0),
+            "metadata `llama.context_length` has the wrong type: expected an unsigned integer, found f32",
+        ),
+        (
+            "llama.rope.freq_base",
+            MetaValue::U32(10000),
+            "metadata `llama.rope.freq_base` has the wrong type: expected a float (f32 or f64), found u32",
+        ),
+        (
+            "general.architecture",
+            MetaValue::U32(1),
+            "metadata `general.architecture` has the wrong type: expected a string, found u32",
+        ),
+    ] {
+        let (bytes, _) = write_gguf_replacing(&cfg, None, Some((key, v)), |_, d| d);
+        let e = import(bytes).unwrap_err().to_string();
+        assert!(e.starts_with(want), "{key}: {e}");
+    }
 }
 
 #[test]

@@ -14,6 +14,11 @@
 //! an error ([`ChatError::NoTemplate`]), never a silent guess — the caller
 //! decides whether to fall back to [`chatml_fallback`].
 //!
+//! Templates come from model files, so they are bounded like untrusted code: a render has
+//! [`TEMPLATE_FUEL`] (minijinja's budget of instructions and created data), a recursion
+//! limit of [`TEMPLATE_RECURSION`], and its output may be at most [`MAX_PROMPT_BYTES`]; a
+//! template that loops forever or doubles a string is an error, not a hang or an abort.
+//!
 //! The rendered text contains special-token *text* (e.g. `<|im_start|>`):
 //! tokenize it with `parse_special = true`, and with `add_special = false`
 //! when the template already writes BOS itself.
@@ -21,6 +26,39 @@
 use minijinja::{Environment, Error, ErrorKind, Value};
 
 use crate::tokenizer::Tokenizer;
+
+/// minijinja fuel per render: about one unit per instruction and per 64 bytes of data a
+/// template creates, so this bounds a render to ~4 M instructions and ~256 MB of strings.
+/// Real chat templates (SmolLM2's, Llama 3's, Qwen's) use a few hundred units per message.
+pub const TEMPLATE_FUEL: u64 = 4_000_000;
+
+/// Nesting depth (loops, ifs, macro calls) a template may reach.
+pub const TEMPLATE_RECURSION: usize = 100;
+
+/// The most prompt text a template may render: far more than any context holds (16 MiB is
+/// millions of tokens); only a runaway template gets near it.
+pub const MAX_PROMPT_BYTES: usize = 16 << 20;
+
+/// A writer that refuses to grow past a limit, remembering that it did.
+struct Bounded<'a> {
+    out: &'a mut Vec<u8>,
+    max: usize,
+    overflowed: &'a std::cell::Cell<bool>,
+}
+
+impl std::io::Write for Bounded<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + buf.len() > self.max {
+            self.overflowed.set(true);
+            return Err(std::io::Error::other("rendered prompt too large"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// One message of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +154,8 @@ impl ChatTemplate {
             .build()
             .map_err(|e| ChatError::Syntax(render_error(e)))?;
         env.set_syntax(syntax);
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        env.set_recursion_limit(TEMPLATE_RECURSION);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> Result<Value, Error> {
             Err(Error::new(ErrorKind::InvalidOperation, msg))
@@ -189,8 +229,30 @@ impl ChatTemplate {
             eos_token => self.eos_token.as_str(),
             strftime_now => strftime_now,
         };
-        tmpl.render(ctx)
-            .map_err(|e| ChatError::Render(render_error(e)))
+        let mut out = Vec::new();
+        let overflowed = std::cell::Cell::new(false);
+        let w = Bounded {
+            out: &mut out,
+            max: MAX_PROMPT_BYTES,
+            overflowed: &overflowed,
+        };
+        match tmpl.render_captured_to(ctx, w) {
+            Ok(_) => {}
+            Err(_) if overflowed.get() => {
+                return Err(ChatError::Render(format!(
+                    "the rendered prompt exceeds {MAX_PROMPT_BYTES} bytes (the template's \
+                     output grows without bound)"
+                )))
+            }
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => {
+                return Err(ChatError::Render(format!(
+                    "the template did more work than its budget of {TEMPLATE_FUEL} steps \
+                     allows (a loop that does not end, or data that grows without bound)"
+                )))
+            }
+            Err(e) => return Err(ChatError::Render(render_error(e))),
+        }
+        String::from_utf8(out).map_err(|e| ChatError::Render(format!("output is not UTF-8: {e}")))
     }
 }
 
@@ -288,6 +350,46 @@ fn strftime(fmt: &str, unix: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn render(src: &str) -> Result<String, ChatError> {
+        ChatTemplate::new(src, "", "")?.render(&[ChatMessage::user("hi")], true)
+    }
+
+    #[test]
+    fn nested_loops_run_out_of_fuel() {
+        let e = render(
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% for c in range(100000) %}x{% endfor %}{% endfor %}{% endfor %}",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("budget"), "{e}");
+    }
+
+    #[test]
+    fn string_doubling_is_bounded() {
+        let e = render(
+            "{% set ns = namespace(s='xxxxxxxx') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}",
+        )
+        .unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("budget") || m.contains("exceeds"), "{m}");
+        let e = render("{{ 'x' * 100000000000 }}").unwrap_err();
+        assert!(e.to_string().contains("chat template"), "{e}");
+    }
+
+    #[test]
+    fn deep_recursion_is_an_error() {
+        let e = render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}").unwrap_err();
+        assert!(e.to_string().contains("chat template"), "{e}");
+    }
+
+    #[test]
+    fn chatml_still_renders_within_limits() {
+        let msgs: Vec<ChatMessage> = (0..2000)
+            .map(|i| ChatMessage::user(format!("message {i}")))
+            .collect();
+        let t = chatml_fallback().render(&msgs, true).unwrap();
+        assert!(t.ends_with("<|im_start|>assistant\n"));
+    }
 
     #[test]
     fn strftime_formats() {

@@ -108,6 +108,28 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     idx.into_iter().map(|i| (i, logits[i as usize])).collect()
 }
 
+/// Refuses logits with no finite value: sampling them would "choose" token 0 (NaN counts
+/// as -inf) and stream garbage as if nothing were wrong.
+fn check_logits(logits: &[f32], step: usize, past: u64) -> Result<(), String> {
+    if logits.iter().any(|x| x.is_finite()) {
+        return Ok(());
+    }
+    let what = if logits.iter().all(|x| x.is_nan()) {
+        "every logit is NaN"
+    } else {
+        "no logit is finite"
+    };
+    Err(format!(
+        "generation step {step} (after {past} tokens{}): {what}; the weights or the backend \
+         produced invalid numbers (try `--backend interp` to compare)",
+        if step == 0 {
+            ", the prompt's logits"
+        } else {
+            ""
+        }
+    ))
+}
+
 /// Runs the prompt, then samples up to `n_predict` tokens; `on_text` receives the streamed
 /// text as complete UTF-8 pieces. The backend's cache must be empty or hold a prefix of
 /// the prompt that the caller accounted for (`prompt_ids` are the *new* tokens).
@@ -121,6 +143,7 @@ pub fn generate(
     if prompt_ids.is_empty() {
         return Err("the prompt is empty: give at least one token".into());
     }
+    opts.sampler.validate()?;
     let mut out = Generation {
         prompt_ids: prompt_ids.to_vec(),
         ..Default::default()
@@ -141,6 +164,7 @@ pub fn generate(
     let mut stream = StreamDecoder::new(false);
     let t1 = Instant::now();
     for i in 0..opts.n_predict {
+        check_logits(&logits, i, fwd.past())?;
         let id = sampler
             .sample(&logits)
             .ok_or("no token to sample (empty or all-NaN logits)")?;
@@ -174,6 +198,45 @@ pub fn generate(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn non_finite_logits_are_an_error_naming_the_step() {
+        let e = super::check_logits(&[f32::NAN; 8], 0, 4).unwrap_err();
+        assert!(e.contains("step 0") && e.contains("NaN"), "{e}");
+        let e = super::check_logits(&[f32::NEG_INFINITY, f32::NAN], 3, 7).unwrap_err();
+        assert!(e.contains("step 3") && e.contains("after 7 tokens"), "{e}");
+        assert!(super::check_logits(&[f32::NAN, 1.0], 0, 0).is_ok());
+    }
+
+    #[test]
+    fn sampler_config_refuses_nan_and_out_of_range() {
+        use crate::sampler::SamplerConfig;
+        assert!(SamplerConfig::default().validate().is_ok());
+        for c in [
+            SamplerConfig {
+                temperature: f32::NAN,
+                ..Default::default()
+            },
+            SamplerConfig {
+                temperature: -1.0,
+                ..Default::default()
+            },
+            SamplerConfig {
+                top_p: 1.5,
+                ..Default::default()
+            },
+            SamplerConfig {
+                min_p: f32::NAN,
+                ..Default::default()
+            },
+            SamplerConfig {
+                repeat_penalty: 0.0,
+                ..Default::default()
+            },
+        ] {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+    }
+
     #[test]
     fn top_k_orders_and_breaks_ties_by_id() {
         let l = [1.0, 3.0, 3.0, -1.0, 2.0];

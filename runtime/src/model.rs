@@ -15,6 +15,9 @@ pub struct Model {
     pub config: LlamaConfig,
     pub weights: GgufWeights,
     pub tokenizer: Tokenizer,
+    /// Things about the file worth telling the user that do not stop it from running
+    /// (e.g. an embedding table with rows no token names).
+    pub warnings: Vec<String>,
 }
 
 impl Model {
@@ -24,12 +27,32 @@ impl Model {
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let tokenizer = Tokenizer::from_gguf(&weights.file)
             .map_err(|e| format!("{}: tokenizer: {e}", path.display()))?;
+        let mut warnings = Vec::new();
+        let (n_tok, rows) = (tokenizer.n_vocab() as u64, config.vocab);
+        if n_tok > rows {
+            // Ids past the table would index past the embedding (and the logits).
+            return Err(format!(
+                "{}: the tokenizer has {n_tok} tokens but the embedding table \
+                 (token_embd.weight) has only {rows} rows: the file is inconsistent",
+                path.display()
+            ));
+        }
+        if n_tok < rows {
+            // Padded tables are common (vocab rounded up for the matmul); ids past the
+            // tokenizer decode to nothing.
+            warnings.push(format!(
+                "{}: the tokenizer has {n_tok} tokens, fewer than the embedding table's \
+                 {rows} rows; generated ids {n_tok}..{rows} have no text",
+                path.display()
+            ));
+        }
         Ok(Model {
             path: path.to_path_buf(),
             graph,
             config,
             weights,
             tokenizer,
+            warnings,
         })
     }
 

@@ -19,7 +19,8 @@ pub fn write_f32(path: &Path, data: &[f32]) -> std::io::Result<()> {
     for x in data {
         out.extend_from_slice(&x.to_le_bytes());
     }
-    std::fs::write(path, out)
+    // Atomically: a failure midway (full disk, kill) leaves any old file as it was.
+    lpuc_ir::fsio::write_atomic(path, |w| w.write_all(&out))
 }
 
 /// Reads a little-endian float32 array (any shape, C order), flattened.

@@ -56,6 +56,41 @@ impl Default for SamplerConfig {
 }
 
 impl SamplerConfig {
+    /// Refuses parameters that would silently sample garbage: NaN or infinite values, a
+    /// negative temperature, probabilities outside `[0, 1]`, a penalty `<= 0`. The message
+    /// names the llama.cpp-style flag.
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |flag: &str, v: f32, want: &str| Err(format!("--{flag} {v}: {want}"));
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad(
+                "temp",
+                self.temperature,
+                "must be a finite number >= 0 (0 = greedy)",
+            );
+        }
+        for (flag, v) in [("top-p", self.top_p), ("min-p", self.min_p)] {
+            if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
+                return bad(flag, v, "must be a probability between 0 and 1");
+            }
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return bad(
+                "repeat-penalty",
+                self.repeat_penalty,
+                "must be a finite number > 0 (1 = off)",
+            );
+        }
+        for (flag, v) in [
+            ("frequency-penalty", self.frequency_penalty),
+            ("presence-penalty", self.presence_penalty),
+        ] {
+            if !v.is_finite() {
+                return bad(flag, v, "must be a finite number");
+            }
+        }
+        Ok(())
+    }
+
     /// Greedy decoding (what the reference outputs use).
     pub fn greedy() -> Self {
         Self {

@@ -101,6 +101,31 @@ pub fn run(a: Args) -> super::CliResult {
     if a.repetitions == 0 {
         return Err(anyhow::anyhow!("-r must be at least 1").into());
     }
+    use super::limits;
+    let mut a = a;
+    if let Some(ts) = &mut a.threads {
+        for t in ts.iter_mut() {
+            let (c, warn) = limits::check_threads("-t", *t, limits::cores())?;
+            if let Some(w) = warn {
+                eprintln!("{w}");
+            }
+            *t = c;
+        }
+    }
+    for (flag, v) in a
+        .n_prompt
+        .iter()
+        .map(|v| ("-p", v))
+        .chain(a.n_gen.iter().map(|v| ("-n", v)))
+    {
+        if *v as u64 > limits::MAX_CTX {
+            return Err(anyhow::anyhow!(
+                "{flag} {v} is too large (at most {} tokens)",
+                limits::MAX_CTX
+            )
+            .into());
+        }
+    }
     let path = lpuc_runtime::model::resolve_model(a.model.as_deref(), a.output == "md")
         .map_err(anyhow::Error::msg)?;
     let w = GgufWeights::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -123,6 +148,7 @@ pub fn run(a: Args) -> super::CliResult {
         },
     )
     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    limits::check_kv_memory("-p/-n", &cfg, need.max(512), limits::physical_memory())?;
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let params = cfg.param_count();
     let ftype = cfg.weight_dtype.name().to_uppercase();

@@ -52,10 +52,10 @@ pub fn run(a: Args) -> super::CliResult {
     }
     cfg.all_logits = a.all_logits;
     if let Some(c) = a.max_ctx {
-        cfg.max_ctx = c;
+        cfg.max_ctx = super::limits::check_ctx("--max-ctx", c)?;
     }
     if let Some(b) = a.batch {
-        cfg.max_batch = b;
+        cfg.max_batch = super::limits::check_count("--batch", b, super::limits::MAX_BATCH)?;
     }
     let ws = match a.random_weights {
         Some(seed) => WeightSource::Random { seed },

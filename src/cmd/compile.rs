@@ -66,13 +66,30 @@ pub fn run(a: Args) -> super::CliResult {
         }
         other => return Err(anyhow::anyhow!("unknown target `{other}` (known: groq, cpu)").into()),
     }
-    let chips =
-        match a.chips.as_str() {
-            "auto" => None,
-            s => Some(s.parse::<u64>().map_err(|_| {
+    let chips = match a.chips.as_str() {
+        "auto" => None,
+        s => Some(super::limits::check_count(
+            "--chips",
+            s.parse::<u64>().map_err(|_| {
                 anyhow::anyhow!("`--chips {s}`: expected a number of chips or `auto`")
-            })?),
-        };
+            })?,
+            super::limits::MAX_CHIPS,
+        )?),
+    };
+    // Checked here, before the partitioner's `u32` arithmetic sees them.
+    use super::limits::{check_count, check_ctx, MAX_BATCH, MAX_CHIPS, MAX_CTX};
+    if let Some(t) = a.tp {
+        check_count("--tp", u64::from(t), MAX_CHIPS)?;
+    }
+    check_count("--batch", a.batch, MAX_BATCH)?;
+    if let Some(c) = a.context {
+        check_ctx("--context", c)?;
+    }
+    if a.prompt > MAX_CTX {
+        return Err(
+            anyhow::anyhow!("--prompt {} is too large (at most {MAX_CTX})", a.prompt).into(),
+        );
+    }
     let weights = match a.weights.as_str() {
         "int4" => WeightMode::Int4,
         "int8" => WeightMode::Int8,
@@ -96,6 +113,21 @@ pub fn run(a: Args) -> super::CliResult {
     }
     let machine = load_profile(&a.profile)?;
     let g = super::load_graph(&a.file)?;
+    {
+        let w = super::weights_file(&g);
+        let profile = std::path::Path::new(&a.profile);
+        let mut ins = vec![a.file.as_path(), profile];
+        ins.extend(w.as_deref());
+        if let Some(o) = &a.output {
+            super::check_not_input("-o", o, &ins)?;
+            if let Some(t) = &a.trace {
+                super::check_not_input("--trace", t, &[o])?;
+            }
+        }
+        if let Some(t) = &a.trace {
+            super::check_not_input("--trace", t, &ins)?;
+        }
+    }
     let context = match a.context {
         Some(c) => c,
         None => g.syms.bound(lpuc_ir::Sym::P).ok_or_else(|| {
@@ -135,6 +167,8 @@ pub fn run(a: Args) -> super::CliResult {
 /// A built-in profile by name, or a profile file.
 pub fn load_profile(name: &str) -> Result<MachineModel, super::CliError> {
     if name.ends_with(".toml") || std::path::Path::new(name).exists() {
+        // Bounded: a profile is a few KB, and `/dev/zero` must not be read forever.
+        lpuc_ir::fsio::read_limited(std::path::Path::new(name), 16 << 20)?;
         return Ok(MachineModel::load(std::path::Path::new(name))?);
     }
     Ok(MachineModel::builtin(name)?)

@@ -34,6 +34,28 @@ pub fn run(a: Args) -> super::CliResult {
             eprint!("{}", report.timing_table(&[]));
         }
     }
+    // The interpreter holds every weight as f32 next to its stored form, and every
+    // activation of the run: refuse up front rather than grow until the machine kills us.
+    let limit = super::limits::physical_memory();
+    match super::limits::interp_bytes(&g, a.tokens.len() as u64) {
+        Some(b) if b <= limit => {}
+        b => {
+            return Err(anyhow::anyhow!(
+                "{}: running {} tokens on the reference interpreter would need {} \
+                 ({} parameters as f32 plus the stored weights and every activation), more \
+                 than this machine's {}; use a smaller model (e.g. `lpuc build --preset tiny`)",
+                a.file.display(),
+                a.tokens.len(),
+                b.map_or(
+                    "more than 2^64 bytes".to_string(),
+                    super::limits::human_bytes
+                ),
+                g.param_count(),
+                super::limits::human_bytes(limit)
+            )
+            .into())
+        }
+    }
     let store = match &g.weights {
         WeightSource::Random { seed } => lpuc_ir::weights::random_weights(&g, *seed).map_err(anyhow::Error::msg)?,
         WeightSource::None => {

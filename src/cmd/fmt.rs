@@ -12,6 +12,12 @@ pub struct Args {
 
 pub fn run(a: Args) -> super::CliResult {
     let g = super::load_graph(&a.file)?;
+    if let Some(o) = &a.output {
+        let w = super::weights_file(&g);
+        let mut ins = vec![a.file.as_path()];
+        ins.extend(w.as_deref());
+        super::check_not_input("-o", o, &ins)?;
+    }
     let t = lpuc_ir::text::print(&g);
     super::write_out(
         a.output.as_deref().unwrap_or(std::path::Path::new("-")),

@@ -19,6 +19,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> super::CliResult {
+    super::check_not_input("-o", &a.output, &[&a.model])?;
+    if let Some(c) = a.ctx_size {
+        super::limits::check_ctx("-c", c)?;
+    }
     let f = GgufFile::open(&a.model).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
     let opts = ImportOptions {
         max_ctx: a.ctx_size,

@@ -39,6 +39,10 @@ pub fn run(a: Args) -> super::CliResult {
     let pm = lpuc_driver::pass_manager(target, &a.pipe.options())?;
     let t0 = Instant::now();
     let mut g = super::load_graph(file)?;
+    let w = super::weights_file(&g);
+    let mut ins = vec![file.as_path()];
+    ins.extend(w.as_deref());
+    super::check_not_input("-o", &a.output, &ins)?;
     let parse = t0.elapsed();
     let report = pm.run(&mut g, &mut std::io::stderr())?;
     let t1 = Instant::now();

@@ -28,16 +28,16 @@ pub struct Args {
     #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
     n_predict: usize,
     /// Temperature; 0 means greedy.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, value_parser = super::limits::parse_temp)]
     temp: f32,
     #[arg(long, default_value_t = 40)]
     top_k: usize,
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, value_parser = super::limits::parse_prob)]
     top_p: f32,
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = super::limits::parse_prob)]
     min_p: f32,
     /// Penalize repeats of the last --repeat-last-n tokens (1.0 = off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = super::limits::parse_penalty)]
     repeat_penalty: f32,
     #[arg(long, default_value_t = 64)]
     repeat_last_n: usize,
@@ -100,18 +100,30 @@ impl CacheType {
     }
 }
 
-pub fn run(a: Args) -> super::CliResult {
+pub fn run(mut a: Args) -> super::CliResult {
+    use super::limits;
     if a.pipe.print_pipeline(lpuc_passes::TargetKind::Cpu)? {
         return Ok(());
     }
     if let Some(t) = a.threads {
+        let (t, warn) = limits::check_threads("-t", t, limits::cores())?;
+        if let Some(w) = warn {
+            eprintln!("{w}");
+        }
+        a.threads = Some(t);
         rayon::ThreadPoolBuilder::new()
-            .num_threads(t.max(1))
+            .num_threads(t)
             .build_global()
             .map_err(|e| anyhow::anyhow!("threads: {e}"))?;
     }
+    if let Some(c) = a.ctx_size {
+        limits::check_ctx("-c", c)?;
+    }
     let t_load = Instant::now();
     let path = resolve_model(a.model.as_deref(), !a.json).map_err(anyhow::Error::msg)?;
+    if let Some(p) = &a.logits_out {
+        super::check_not_input("--logits-out", p, &[&path])?;
+    }
     let opts = ImportOptions {
         max_ctx: None,
         all_logits: false,
@@ -119,9 +131,15 @@ pub fn run(a: Args) -> super::CliResult {
         cache_v: Some(a.cache_type_v.dtype()),
     };
     let mut model = Model::load(&path, &opts).map_err(anyhow::Error::msg)?;
-    let ctx = a.ctx_size.unwrap_or(model.config.max_ctx.min(4096));
-    if ctx == 0 {
-        return Err(anyhow::anyhow!("-c must be at least 1").into());
+    for w in &model.warnings {
+        eprintln!("lpuc: warning: {w}");
+    }
+    let trained = model.config.max_ctx;
+    let ctx = a.ctx_size.unwrap_or(trained.min(4096));
+    limits::check_ctx("-c", ctx)?;
+    limits::check_kv_memory("-c", &model.config, ctx, limits::physical_memory())?;
+    if let Some(w) = limits::ctx_warning("-c", ctx, trained) {
+        eprintln!("{w}");
     }
     if ctx != model.config.max_ctx {
         model
@@ -238,6 +256,7 @@ pub fn run(a: Args) -> super::CliResult {
     })
     .map_err(anyhow::Error::msg)?;
     if let Some(p) = &a.logits_out {
+        super::check_not_input("--logits-out", p, &[&path])?;
         lpuc_runtime::npy::write_f32(p, &g.first_logits)
             .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
     }

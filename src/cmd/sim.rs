@@ -35,8 +35,8 @@ pub fn run(a: Args) -> super::CliResult {
         return Ok(());
     }
     let file = a.file.unwrap_or_default();
-    let bytes =
-        std::fs::read(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    // Bounded like any artifact (a wrong path such as /dev/zero must not be read forever).
+    let bytes = lpuc_ir::fsio::read_limited(&file, 1 << 30)?;
     let prog: LpuProgram = lpuc_ir::artifact::decode(super::compile::KIND, &bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let report = sim::simulate(&prog).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;

@@ -107,8 +107,20 @@ impl GgufFile {
             path: path.to_owned(),
             source,
         };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if meta.is_dir() {
+            return Err(io(std::io::Error::other(
+                "it is a directory; give the path of the .gguf file inside it",
+            )));
+        }
+        if !meta.is_file() {
+            // A device or pipe cannot be mapped, and its length says nothing.
+            return Err(io(std::io::Error::other(
+                "it is not a regular file (a device or a pipe); give a .gguf file",
+            )));
+        }
         let file = File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
+        let len = meta.len();
         if len == 0 {
             // Mapping an empty file fails on some platforms; the parser reports it better.
             return Self::from_storage(Storage::Owned(Vec::new()));

@@ -474,6 +474,60 @@ mod tests {
             .sum()
     }
 
+    /// An `.ir` chain of `n` elementwise ops on one activation (`silu`, `add` of the two
+    /// previous values, `mul` by the embedding), the shape that made `opt` quadratic.
+    pub(crate) fn chain_ir(n: usize) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::from(
+            "graph \"chain\" {\n  sym B <= 1\n  sym P <= 16\n  sym S <= 16\n  weights random(seed = 1)\n  \
+             %tok = input \"tokens\" : i32[B, S]\n  %emb = weight \"token_embd.weight\" : q8_0[64, 32]\n  \
+             %v0 = tensor.embedding(%emb, %tok) : f32[B, S, 32]\n",
+        );
+        for i in 1..=n {
+            let _ = match i % 3 {
+                0 => writeln!(s, "  %v{i} = tensor.silu(%v{}) : f32[B, S, 32]", i - 1),
+                1 => writeln!(
+                    s,
+                    "  %v{i} = tensor.add(%v{}, %v{}) : f32[B, S, 32]",
+                    i - 1,
+                    i.saturating_sub(2)
+                ),
+                _ => writeln!(s, "  %v{i} = tensor.mul(%v{}, %v0) : f32[B, S, 32]", i - 1),
+            };
+        }
+        let _ = writeln!(s, "  %out = output \"logits\"(%v{n}) : f32[B, S, 32]\n}}");
+        s
+    }
+
+    #[test]
+    fn a_long_chain_is_cut_into_bounded_islands() {
+        let g0 = lpuc_ir::text::parse_and_verify(&chain_ir(5000), "chain.ir").unwrap();
+        let isl = island::partition(&g0);
+        assert!(
+            isl.len() >= 5000 / island::MAX_ISLAND_NODES,
+            "{} islands",
+            isl.len()
+        );
+        assert!(isl
+            .iter()
+            .all(|i| i.nodes.len() <= island::MAX_ISLAND_NODES));
+        assert_eq!(isl.iter().map(|i| i.nodes.len()).sum::<usize>(), 5001);
+        let m = CostModel::for_target(&TileTarget::of(TargetKind::Cpu));
+        for set in [rules::algebra(), rules::dequant_fusion()] {
+            let mut g = g0.clone();
+            let out = run_rules(&mut g, &set, &m);
+            assert!(out.limit_hits.is_empty(), "{:?}", out.limit_hits);
+            // Chunks of one chain share shapes: far fewer egg runs than islands.
+            assert!(
+                out.unique < out.islands,
+                "{} of {}",
+                out.unique,
+                out.islands
+            );
+            lpuc_ir::verify::verify(&g).unwrap();
+        }
+    }
+
     #[test]
     fn identical_blocks_share_one_island_key() {
         let g = graph("llama3-70b");
