@@ -378,3 +378,29 @@ fn compile_groq_time_passes_prints_the_groq_pipeline() {
         "{err}"
     );
 }
+
+/// `--isa` / `$LPUC_ISA` name a kernel tier; one this CPU cannot run, or an unknown name,
+/// is an error before anything loads (never a silent fallback to the interpreter).
+#[test]
+fn isa_tiers_are_checked() {
+    let f = lpuc_host::Features::detect();
+    let bad = lpuc(&["run", "-p", "x", "-n", "1", "--isa", "sse9"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown ISA tier `sse9`"));
+    let o = Command::new(env!("CARGO_BIN_EXE_lpuc"))
+        .args(["bench", "-p", "0", "-n", "1"])
+        .env("LPUC_ISA", "nope")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("LPUC_ISA: unknown ISA tier"));
+    match lpuc_host::Tier::ALL.into_iter().find(|t| !t.runs_on(&f)) {
+        Some(t) => {
+            let o = lpuc(&["run", "-p", "x", "-n", "1", "--isa", t.name()]);
+            assert!(!o.status.success());
+            let e = String::from_utf8_lossy(&o.stderr);
+            assert!(e.contains("this CPU cannot run that tier"), "{e}");
+        }
+        None => eprintln!("skipped: this host runs every tier, so none can be refused"),
+    }
+}

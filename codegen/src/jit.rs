@@ -88,20 +88,45 @@ pub const KERNELC: &str = "lpuc-kernelc";
 pub struct Host {
     /// CPU vendor, family/model/stepping, model name and feature flags.
     pub fingerprint: String,
-    vnni512: bool,
+    /// The kernel tier compiled for (part of the cache key, passed to `lpuc-kernelc`).
+    pub tier: lpuc_host::Tier,
 }
 
 impl Host {
+    /// The host at its best tier, or at `$LPUC_ISA` when set and runnable (a bad
+    /// `$LPUC_ISA` falls back to the best tier here; [`Host::select`] reports it).
     pub fn detect() -> Host {
+        let f = lpuc_host::Features::detect();
+        let tier = lpuc_host::Tier::select(None)
+            .ok()
+            .or_else(|| lpuc_host::Tier::best(&f))
+            .unwrap_or(lpuc_host::Tier::Avx2);
         Host {
             fingerprint: fingerprint(),
-            vnni512: lpuc_host::Features::detect().vnni512(),
+            tier,
+        }
+    }
+
+    /// The host at the tier `--isa` (or else `$LPUC_ISA`) asks for; an error names a tier
+    /// this CPU cannot run.
+    pub fn select(isa: Option<&str>) -> Result<Host, String> {
+        Ok(Host {
+            fingerprint: fingerprint(),
+            tier: lpuc_host::Tier::select(isa)?,
+        })
+    }
+
+    /// The host at an explicit tier (tests run every tier the host can execute).
+    pub fn at(tier: lpuc_host::Tier) -> Host {
+        Host {
+            fingerprint: fingerprint(),
+            tier,
         }
     }
 
     /// AVX-512 VNNI (`vpdpbusd` on zmm) with BW for byte ops: the fast int8 path.
     pub fn vnni512(&self) -> bool {
-        self.vnni512
+        self.tier == lpuc_host::Tier::Avx512Vnni
     }
 }
 
@@ -214,6 +239,8 @@ pub fn cache_key(text: &str, host: &Host) -> String {
     h.update(b"\0");
     h.update(host.fingerprint.as_bytes());
     h.update(b"\0");
+    h.update(host.tier.name().as_bytes());
+    h.update(b"\0");
     h.update(text.as_bytes());
     let d = h.finalize();
     d.iter().take(16).map(|b| format!("{b:02x}")).collect()
@@ -231,6 +258,8 @@ fn rand_suffix() -> u64 {
 #[derive(Clone, Debug)]
 pub struct Kernelc {
     pub path: PathBuf,
+    /// The tier to compile for (`--isa`); `None`: the host's own CPU and features.
+    pub isa: Option<lpuc_host::Tier>,
 }
 
 impl Kernelc {
@@ -241,7 +270,7 @@ impl Kernelc {
         if let Some(p) = std::env::var_os("LPUC_KERNELC").filter(|v| !v.is_empty()) {
             let path = PathBuf::from(p);
             return if path.is_file() {
-                Ok(Kernelc { path })
+                Ok(Kernelc { path, isa: None })
             } else {
                 Err(format!(
                     "LPUC_KERNELC={} is not a file: point it at the `{KERNELC}` binary \
@@ -260,7 +289,7 @@ impl Kernelc {
                 let Some(here) = d else { break };
                 let c = here.join(&name);
                 if c.is_file() {
-                    return Ok(Kernelc { path: c });
+                    return Ok(Kernelc { path: c, isa: None });
                 }
                 looked.push(here.display().to_string());
                 d = here.parent();
@@ -270,7 +299,7 @@ impl Kernelc {
             for dir in std::env::split_paths(&paths) {
                 let c = dir.join(&name);
                 if c.is_file() {
-                    return Ok(Kernelc { path: c });
+                    return Ok(Kernelc { path: c, isa: None });
                 }
             }
         }
@@ -297,9 +326,11 @@ impl Kernelc {
 
     fn run(&self, args: &[OsString], text: &str) -> Result<(), String> {
         let mut cmd = Command::new(&self.path);
-        cmd.arg("--expect-id")
-            .arg(compiler_id())
-            .args(args)
+        cmd.arg("--expect-id").arg(compiler_id());
+        if let Some(t) = self.isa {
+            cmd.arg("--isa").arg(t.name());
+        }
+        cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -555,7 +586,7 @@ pub fn load(m: &ModuleText, host: &Host, symbols: &[String]) -> Result<Kernels, 
     let (lib, path) = match lib {
         Some(l) => (l, path.unwrap_or_default()),
         None => {
-            let kc = Kernelc::find().map_err(|e| match &cache {
+            let mut kc = Kernelc::find().map_err(|e| match &cache {
                 None => format!("LPUC_KERNEL_CACHE=off: the kernels must be compiled, but {e}"),
                 Some(d) => format!(
                     "the kernels for this model are not in the cache ({}) and must be \
@@ -563,6 +594,7 @@ pub fn load(m: &ModuleText, host: &Host, symbols: &[String]) -> Result<Kernels, 
                     d.display()
                 ),
             })?;
+            kc.isa = Some(host.tier);
             let tmp = std::env::temp_dir();
             let (work, publish) = match (writable, &path) {
                 (Some(d), Some(p)) => (d.as_path(), Some(p.as_path())),
@@ -614,9 +646,11 @@ fn dir_is_writable(d: &Path) -> bool {
 /// Writes a module's LLVM IR for this host, its optimised IR and its object file into
 /// `dir` (`kernels.ll`, `kernels.opt.ll`, `kernels.o`), compiled by `lpuc-kernelc` exactly
 /// as [`load`] would compile it.
-pub fn dump(m: &ModuleText, dir: &Path) -> Result<(), String> {
+pub fn dump(m: &ModuleText, host: &Host, dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    Kernelc::find()?.dump(&m.render_for_host(), dir)
+    let mut kc = Kernelc::find()?;
+    kc.isa = Some(host.tier);
+    kc.dump(&m.render_for_host(), dir)
 }
 
 #[cfg(test)]

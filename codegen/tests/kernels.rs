@@ -16,6 +16,7 @@ use half::f16;
 use lpuc_codegen::jit::{load, Host};
 use lpuc_codegen::kernels::{module_for, KernelSpec};
 use lpuc_codegen::pack;
+use lpuc_host::Tier;
 use lpuc_ir::dtype::DType;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -62,12 +63,18 @@ fn quant_rows(k: usize, x: &[f32]) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
     (q, d, s)
 }
 
-fn check_qmatmul(dt: DType, vnni: bool, n: usize, k: usize, ms: &[usize], seed: u64) {
-    let host = Host::detect();
-    if vnni && !host.vnni512() {
-        eprintln!("skipping the VNNI kernel: host lacks AVX-512 VNNI");
+/// Checks the qmatmul of `dt` compiled for `tier`, or prints why it is skipped (a tier the
+/// host cannot execute is reported, never passed silently).
+fn check_qmatmul(dt: DType, tier: Tier, n: usize, k: usize, ms: &[usize], seed: u64) {
+    if !tier.runs_on(&lpuc_host::Features::detect()) {
+        eprintln!(
+            "skipped: qmatmul {dt} on tier {}: this host cannot execute it",
+            tier.name()
+        );
         return;
     }
+    let host = Host::at(tier);
+    let vnni = host.vnni512();
     let mut r = rng(seed);
     let wf = randv(&mut r, n * k, 1.0);
     let wbytes = lpuc_ir::quant::quantize(dt, &wf).unwrap();
@@ -159,24 +166,24 @@ fn check_qmatmul(dt: DType, vnni: bool, n: usize, k: usize, ms: &[usize], seed: 
 }
 
 #[test]
-fn qmatmul_q4_1_vnni() {
-    check_qmatmul(DType::Q4_1, true, 48, 96, &[1, 3, 4, 9], 1);
+fn qmatmul_q4_1_every_tier() {
+    for t in Tier::ALL {
+        check_qmatmul(DType::Q4_1, t, 48, 96, &[1, 3, 4, 9], 1);
+    }
 }
 
 #[test]
-fn qmatmul_q4_0_vnni() {
-    check_qmatmul(DType::Q4_0, true, 32, 64, &[1, 5], 2);
+fn qmatmul_q4_0_every_tier() {
+    for t in Tier::ALL {
+        check_qmatmul(DType::Q4_0, t, 32, 64, &[1, 5], 2);
+    }
 }
 
 #[test]
-fn qmatmul_q8_0_vnni() {
-    check_qmatmul(DType::Q8_0, true, 32, 128, &[1, 6], 3);
-}
-
-#[test]
-fn qmatmul_generic_lowering() {
-    check_qmatmul(DType::Q4_1, false, 32, 64, &[1, 5], 4);
-    check_qmatmul(DType::Q8_0, false, 16, 64, &[2], 5);
+fn qmatmul_q8_0_every_tier() {
+    for t in Tier::ALL {
+        check_qmatmul(DType::Q8_0, t, 32, 128, &[1, 6], 3);
+    }
 }
 
 #[test]

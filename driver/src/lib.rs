@@ -120,11 +120,13 @@ pub fn jit<'w>(
     weights: &'w lpuc_ir::import::GgufWeights,
     threads: usize,
     ubatch: u64,
+    isa: Option<&str>,
     o: &PipelineOptions,
     log: &mut dyn Write,
 ) -> Result<(lpuc_runtime::jit::JitForward<'w>, Lowered), DriverError> {
+    let host = lpuc_codegen::Host::select(isa).map_err(DriverError::Backend)?;
     let l = lower_cpu(g, ubatch, o, log)?;
-    let j = jit_from(&l, weights, threads)?;
+    let j = jit_from(&l, weights, threads, host)?;
     Ok((j, l))
 }
 
@@ -134,8 +136,9 @@ pub fn jit_from<'w>(
     l: &Lowered,
     weights: &'w lpuc_ir::import::GgufWeights,
     threads: usize,
+    host: lpuc_codegen::Host,
 ) -> Result<lpuc_runtime::jit::JitForward<'w>, DriverError> {
-    lpuc_runtime::jit::JitForward::from_gguf(&l.graph, weights, threads)
+    lpuc_runtime::jit::JitForward::from_gguf_on(&l.graph, weights, threads, host)
         .map_err(DriverError::Backend)
 }
 
@@ -146,8 +149,20 @@ pub fn jit_store<'w>(
     threads: usize,
     o: &PipelineOptions,
 ) -> Result<lpuc_runtime::jit::JitForward<'w>, DriverError> {
+    jit_store_on(g, weights, threads, lpuc_codegen::Host::detect(), o)
+}
+
+/// [`jit_store`] at an explicit kernel tier (tests run every tier the host can execute).
+pub fn jit_store_on<'w>(
+    g: Graph,
+    weights: &'w dyn lpuc_ir::weights::WeightStore,
+    threads: usize,
+    host: lpuc_codegen::Host,
+    o: &PipelineOptions,
+) -> Result<lpuc_runtime::jit::JitForward<'w>, DriverError> {
     let l = lower_cpu(g, DEFAULT_UBATCH, o, &mut std::io::sink())?;
-    lpuc_runtime::jit::JitForward::new(&l.graph, weights, threads).map_err(DriverError::Backend)
+    lpuc_runtime::jit::JitForward::new_on(&l.graph, weights, threads, host)
+        .map_err(DriverError::Backend)
 }
 
 /// The Groq program for `g` through the Groq pipeline.

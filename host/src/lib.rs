@@ -133,3 +133,124 @@ mod tests {
         assert!(f.vnni512());
     }
 }
+
+/// A kernel tier: the instruction set the CPU kernels are compiled for. Ordered: a tier
+/// runs on every host that has the features of the tiers above it in this list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tier {
+    /// 256-bit AVX2 + FMA + F16C (x86-64-v3): every x86-64 CPU since Haswell / Zen 1.
+    Avx2,
+    /// AVX2 plus 256-bit VEX `vpdpbusd` (Alder Lake and later, Zen 5).
+    AvxVnni,
+    /// AVX-512 F/BW with VNNI (`vpdpbusd` on zmm): Ice Lake server and later, Zen 4.
+    Avx512Vnni,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Avx2, Tier::AvxVnni, Tier::Avx512Vnni];
+    pub const NAMES: [&'static str; 3] = ["avx2", "avxvnni", "avx512vnni"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Avx2 => "avx2",
+            Tier::AvxVnni => "avxvnni",
+            Tier::Avx512Vnni => "avx512vnni",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Tier, String> {
+        Tier::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| format!("unknown ISA tier `{s}` (tiers: avx2, avxvnni, avx512vnni)"))
+    }
+
+    /// Whether a host with `f` can execute this tier's code.
+    pub fn runs_on(self, f: &Features) -> bool {
+        let base = f.avx2 && f.fma && f.f16c;
+        match self {
+            Tier::Avx2 => base,
+            Tier::AvxVnni => base && f.avxvnni,
+            Tier::Avx512Vnni => base && f.vnni512(),
+        }
+    }
+
+    /// The highest tier the host runs (`None`: not even AVX2).
+    pub fn best(f: &Features) -> Option<Tier> {
+        Tier::ALL.into_iter().rev().find(|t| t.runs_on(f))
+    }
+
+    /// Every tier the host runs, lowest first.
+    pub fn runnable(f: &Features) -> Vec<Tier> {
+        Tier::ALL.into_iter().filter(|t| t.runs_on(f)).collect()
+    }
+
+    /// The tier to compile for: `requested` (a `--isa` flag), else `$LPUC_ISA`, else the
+    /// host's best; an explicit tier the host cannot run is an error naming what it lacks.
+    pub fn select(requested: Option<&str>) -> Result<Tier, String> {
+        let f = Features::detect();
+        let env = std::env::var("LPUC_ISA").ok().filter(|s| !s.is_empty());
+        let (src, name) = match (requested, env.as_deref()) {
+            (Some(r), _) => ("--isa", r.to_string()),
+            (None, Some(e)) => ("LPUC_ISA", e.to_string()),
+            (None, None) => {
+                return Tier::best(&f).ok_or_else(|| {
+                    "this CPU lacks AVX2/FMA/F16C, the lowest kernel tier lpuc has".to_string()
+                })
+            }
+        };
+        let t = Tier::parse(&name).map_err(|e| format!("{src}: {e}"))?;
+        if !t.runs_on(&f) {
+            return Err(format!(
+                "{src} {name}: this CPU cannot run that tier (it runs: {})",
+                Tier::runnable(&f)
+                    .iter()
+                    .map(|t| t.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(t)
+    }
+
+    /// LLVM's target CPU and feature string for this tier, or `None` for "the host's" (the
+    /// top tier is compiled for the exact host CPU). Lower tiers are the generic x86-64-v3
+    /// machine, so an AVX-512 host compiling them emits no zmm and no EVEX encoding.
+    pub fn llvm_target(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Tier::Avx2 => Some(("x86-64-v3", "+avx2,+fma,+f16c")),
+            Tier::AvxVnni => Some(("x86-64-v3", "+avx2,+fma,+f16c,+avxvnni")),
+            Tier::Avx512Vnni => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tier_tests {
+    use super::*;
+
+    #[test]
+    fn tiers_order_and_parse() {
+        for t in Tier::ALL {
+            assert_eq!(Tier::parse(t.name()), Ok(t));
+        }
+        assert!(Tier::parse("sse2").is_err());
+        let avx2 = Features {
+            avx2: true,
+            fma: true,
+            f16c: true,
+            ..Features::default()
+        };
+        assert_eq!(Tier::best(&avx2), Some(Tier::Avx2));
+        assert_eq!(Tier::runnable(&avx2), vec![Tier::Avx2]);
+        let zen4 = Features {
+            avx512f: true,
+            avx512bw: true,
+            avx512vnni: true,
+            ..avx2
+        };
+        assert_eq!(Tier::best(&zen4), Some(Tier::Avx512Vnni));
+        assert!(!Tier::AvxVnni.runs_on(&zen4));
+        assert_eq!(Tier::best(&Features::default()), None);
+    }
+}

@@ -37,6 +37,18 @@ impl LlvmHost {
         }
     }
 
+    /// The target a kernel tier compiles for: the host's own CPU and features at the top
+    /// tier, the generic x86-64-v3 machine (plus the tier's features) below it.
+    pub fn for_tier(t: lpuc_host::Tier) -> LlvmHost {
+        match t.llvm_target() {
+            None => LlvmHost::detect(),
+            Some((cpu, features)) => LlvmHost {
+                cpu: cpu.to_string(),
+                features: features.to_string(),
+            },
+        }
+    }
+
     pub fn has(&self, feat: &str) -> bool {
         self.features.split(',').any(|f| f == format!("+{feat}"))
     }

@@ -8,13 +8,15 @@ use std::process::ExitCode;
 use lpuc_kernelc::{check_llvm_version, compile_object, compiler_id, link, LlvmHost};
 
 const USAGE: &str = "\
-usage: lpuc-kernelc [--expect-id ID] [-i IN.ll] [-o OUT.so] [--dump-dir DIR]
+usage: lpuc-kernelc [--expect-id ID] [--isa TIER] [-i IN.ll] [-o OUT.so] [--dump-dir DIR]
        lpuc-kernelc --host | --id | --version
 
 Compiles LLVM IR kernel text (from IN.ll, or stdin) for this host CPU with default<O3>.
   -o OUT.so        link a shared object with `cc -shared` (or $CC); OUT.so appears atomically
   --dump-dir DIR   write DIR/kernels.ll (text for this host), DIR/kernels.opt.ll (optimised)
                    and DIR/kernels.o
+  --isa TIER       avx2 | avxvnni (the generic x86-64-v3 CPU with that tier's features: no
+                   AVX-512, no EVEX) | avx512vnni (the host's own CPU); default: the host's
   --expect-id ID   fail unless ID is this compiler's id (lpuc passes its own; a mismatch
                    means lpuc and lpuc-kernelc come from different builds)
   --host           print LLVM's host CPU name and feature string
@@ -23,6 +25,7 @@ Compiles LLVM IR kernel text (from IN.ll, or stdin) for this host CPU with defau
 
 struct Args {
     expect_id: Option<String>,
+    isa: Option<lpuc_host::Tier>,
     input: Option<PathBuf>,
     out: Option<PathBuf>,
     dump_dir: Option<PathBuf>,
@@ -39,6 +42,7 @@ enum Mode {
 fn parse() -> Result<Mode, String> {
     let mut a = Args {
         expect_id: None,
+        isa: None,
         input: None,
         out: None,
         dump_dir: None,
@@ -58,6 +62,10 @@ fn parse() -> Result<Mode, String> {
             "-i" => a.input = Some(value("-i")?),
             "-o" => a.out = Some(value("-o")?),
             "--dump-dir" => a.dump_dir = Some(value("--dump-dir")?),
+            "--isa" => {
+                let v = value("--isa")?.to_string_lossy().into_owned();
+                a.isa = Some(lpuc_host::Tier::parse(&v)?);
+            }
             "--host" => return Ok(Mode::Host),
             "--id" => return Ok(Mode::Id),
             "-V" | "--version" => return Ok(Mode::Version),
@@ -93,7 +101,10 @@ fn compile(a: Args) -> Result<(), String> {
             s
         }
     };
-    let host = LlvmHost::detect();
+    let host = match a.isa {
+        Some(t) => LlvmHost::for_tier(t),
+        None => LlvmHost::detect(),
+    };
     let (obj, ir) = compile_object(&text, &host, a.dump_dir.is_some())?;
     if let Some(dir) = &a.dump_dir {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;

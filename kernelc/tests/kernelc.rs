@@ -10,6 +10,7 @@ use std::path::PathBuf;
 fn kernelc() -> Kernelc {
     Kernelc {
         path: PathBuf::from(env!("CARGO_BIN_EXE_lpuc-kernelc")),
+        isa: None,
     }
 }
 
@@ -160,4 +161,49 @@ fn qmatmul_disassembly_uses_vnni_and_fma() {
         out.contains("vcvtph2ps"),
         "f16 scales should convert with vcvtph2ps"
     );
+}
+
+/// A lower tier compiled on an AVX-512 host must not use AVX-512: no zmm registers, no
+/// mask registers, no EVEX-only registers (xmm/ymm 16–31).
+#[test]
+fn avx2_tier_emits_no_avx512() {
+    let spec = KernelSpec::QMatmul {
+        n: 64,
+        k: 64,
+        bits: 4,
+        vnni: false,
+        m_tile: lpuc_codegen::kernels::QMM_TILE,
+    };
+    for tier in [lpuc_host::Tier::Avx2, lpuc_host::Tier::AvxVnni] {
+        let host = LlvmHost::for_tier(tier);
+        let text = module_for(&[spec.clone(), KernelSpec::Quantize { k: 64 }]).render_for_host();
+        let (obj, _) = compile_object(&text, &host, false).unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "lpuc-disasm-{}-{}",
+            tier.name(),
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("k.o");
+        std::fs::write(&p, &obj).unwrap();
+        let out = std::process::Command::new("objdump")
+            .arg("-d")
+            .arg(&p)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        let _ = std::fs::remove_dir_all(&dir);
+        let Ok(out) = out else {
+            panic!("objdump is needed for this check (binutils)");
+        };
+        assert!(
+            out.contains("vfmadd") || out.contains("vpmadd"),
+            "{}: no AVX2 code:\n{out}",
+            tier.name()
+        );
+        for bad in [
+            "zmm", "%k1", "%k2", "xmm16", "ymm16", "ymm17", "ymm31", "{evex}",
+        ] {
+            assert!(!out.contains(bad), "{}: `{bad}` in:\n{out}", tier.name());
+        }
+    }
 }

@@ -176,3 +176,32 @@ fn tiny_fused_graph_matches_interpreter_closely() {
         "fused graph decode: logits differ by {d} at {at}"
     );
 }
+
+/// The tiny model on every kernel tier this host can execute matches the interpreter (a
+/// tier it cannot execute is reported as skipped).
+#[test]
+fn tiny_matches_interpreter_on_every_tier() {
+    let (g, w) = tiny(false);
+    let f = lpuc_host::Features::detect();
+    let prompt: Vec<u32> = vec![3, 141, 59, 26, 5];
+    let mut it = Interpreter::new(&g, &w).unwrap();
+    let a = it.run_tokens(&prompt).unwrap();
+    for tier in lpuc_host::Tier::ALL {
+        if !tier.runs_on(&f) {
+            eprintln!("skipped: tier {}: this host cannot execute it", tier.name());
+            continue;
+        }
+        let host = lpuc_codegen::Host::at(tier);
+        let mut jit =
+            lpuc_driver::jit_store_on(g.clone(), &w, 2, host, &Default::default()).unwrap();
+        assert_eq!(jit.tier, tier);
+        let b = jit.forward(&prompt).unwrap();
+        let (d, at) = max_abs_diff(&a.data, &b);
+        assert!(
+            d < tol(&a.data),
+            "tier {}: logits differ by {d} at {at}",
+            tier.name()
+        );
+        assert_eq!(argmax(&a.data), argmax(&b), "tier {}", tier.name());
+    }
+}

@@ -49,6 +49,10 @@ pub struct Args {
     /// this many; longer prompts run in chunks.
     #[arg(short = 'u', long = "ubatch-size", visible_alias = "ub", default_value_t = lpuc_driver::DEFAULT_UBATCH)]
     ubatch: u64,
+    /// Kernel tier: avx2, avxvnni or avx512vnni (no higher than the host's; default
+    /// `$LPUC_ISA`, else the host's best).
+    #[arg(long, value_name = "TIER")]
+    isa: Option<String>,
     /// KV-cache dtype of K (`-ctk`): f16 (llama.cpp's default) or f32.
     #[arg(long = "cache-type-k", value_enum, default_value_t = super::run::CacheType::F16)]
     cache_type_k: super::run::CacheType,
@@ -157,16 +161,18 @@ pub fn run(a: Args) -> super::CliResult {
         .threads
         .clone()
         .unwrap_or_else(|| vec![lpuc_runtime::jit::default_threads()]);
+    let host = lpuc_codegen::Host::select(a.isa.as_deref()).map_err(anyhow::Error::msg)?;
+    let tier = host.tier.name();
     let t_lower = Instant::now();
     let lowered = lpuc_driver::lower_cpu(g, a.ubatch, &a.pipe.options(), &mut std::io::stderr())?;
     let lower_s = t_lower.elapsed().as_secs_f64();
     let mut rows = Vec::new();
     for &t in &threads {
         let t0 = Instant::now();
-        let mut jit = lpuc_driver::jit_from(&lowered, &w, t.max(1))?;
+        let mut jit = lpuc_driver::jit_from(&lowered, &w, t.max(1), host.clone())?;
         if a.output == "md" {
             eprintln!(
-                "lpuc bench: {t} threads, pass pipeline {:.0} ms, kernels {} in {:.0} ms, ready in {:.0} ms",
+                "lpuc bench: {t} threads, {tier} kernels, pass pipeline {:.0} ms, kernels {} in {:.0} ms, ready in {:.0} ms",
                 lower_s * 1e3,
                 if jit.compile.cache_hit {
                     "loaded from cache"
@@ -206,9 +212,8 @@ pub fn run(a: Args) -> super::CliResult {
         }
         if let Some(dir) = &a.dump_kernels {
             // Compiled by `lpuc-kernelc` exactly as a cache miss would be.
-            let host = lpuc_codegen::Host::detect();
             let m = lpuc_codegen::module_for(&jit_specs(&lowered.graph, &host)?);
-            lpuc_codegen::jit::dump(&m, dir).map_err(anyhow::Error::msg)?;
+            lpuc_codegen::jit::dump(&m, &host, dir).map_err(anyhow::Error::msg)?;
             eprintln!("lpuc bench: kernels written to {}", dir.display());
         }
         let vocab = cfg.vocab as usize;
@@ -275,16 +280,17 @@ pub fn run(a: Args) -> super::CliResult {
         format!("{:.2} M", params as f64 / 1e6)
     };
     if a.output == "md" {
-        println!("| model                          |       size |     params | backend    | threads |          test |                  t/s |");
-        println!("| ------------------------------ | ---------: | ---------: | ---------- | ------: | ------------: | -------------------: |");
+        println!("| model                          |       size |     params | backend    | isa        | threads |          test |                  t/s |");
+        println!("| ------------------------------ | ---------: | ---------: | ---------- | ---------- | ------: | ------------: | -------------------: |");
         for r in &rows {
             let (m, sd) = mean_sd(&r.samples);
             println!(
-                "| {:<30} | {:>10} | {:>10} | {:<10} | {:>7} | {:>13} | {:>20} |",
+                "| {:<30} | {:>10} | {:>10} | {:<10} | {:<10} | {:>7} | {:>13} | {:>20} |",
                 model_desc,
                 size_s,
                 params_s,
                 "JIT",
+                tier,
                 r.threads,
                 r.test,
                 format!("{m:.2} ± {sd:.2}")
@@ -301,6 +307,7 @@ pub fn run(a: Args) -> super::CliResult {
                     "model_size": size,
                     "model_n_params": params,
                     "backends": "JIT",
+                    "isa": tier,
                     "n_threads": r.threads,
                     "n_prompt": r.n_prompt,
                     "n_gen": r.n_gen,

@@ -73,6 +73,10 @@ pub struct Args {
     /// for this many; longer prompts prefill in chunks.
     #[arg(short = 'u', long = "ubatch-size", visible_alias = "ub", default_value_t = lpuc_driver::DEFAULT_UBATCH)]
     ubatch: u64,
+    /// Kernel tier: avx2, avxvnni or avx512vnni (no higher than the host's; default
+    /// `$LPUC_ISA`, else the host's best).
+    #[arg(long, value_name = "TIER")]
+    isa: Option<String>,
     /// KV-cache dtype of K (`-ctk`, llama.cpp's flag; f16 is its default too).
     #[arg(long = "cache-type-k", value_enum, default_value_t = CacheType::F16)]
     cache_type_k: CacheType,
@@ -104,6 +108,11 @@ pub fn run(mut a: Args) -> super::CliResult {
     use super::limits;
     if a.pipe.print_pipeline(lpuc_passes::TargetKind::Cpu)? {
         return Ok(());
+    }
+    // A tier asked for (`--isa`, `$LPUC_ISA`) that this CPU cannot run is an error, not a
+    // reason to fall back to the interpreter.
+    if a.backend != Some(Backend::Interp) {
+        lpuc_codegen::Host::select(a.isa.as_deref()).map_err(anyhow::Error::msg)?;
     }
     if let Some(t) = a.threads {
         let (t, warn) = limits::check_threads("-t", t, limits::cores())?;
@@ -171,6 +180,7 @@ pub fn run(mut a: Args) -> super::CliResult {
             &model.weights,
             a.threads.unwrap_or_else(lpuc_runtime::jit::default_threads),
             a.ubatch,
+            a.isa.as_deref(),
             &opts,
             &mut std::io::stderr(),
         )

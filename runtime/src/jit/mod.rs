@@ -133,6 +133,8 @@ pub struct Profile {
 
 pub struct JitForward<'w> {
     plan: Plan,
+    /// The kernel tier the kernels were compiled for.
+    pub tier: lpuc_host::Tier,
     addrs: Vec<usize>,
     _kernels: lpuc_codegen::Kernels,
     /// (address, bytes) of each packed matrix inside `weights_buf`.
@@ -161,7 +163,17 @@ fn check_ids(tokens: &[u32], vocab: usize) -> Result<(), String> {
 impl<'w> JitForward<'w> {
     /// Lowers `g`, compiles (or loads cached) kernels, packs the weights.
     pub fn new(g: &Graph, weights: &'w dyn WeightStore, threads: usize) -> Result<Self, String> {
-        Self::build(g, weights, threads, false)
+        Self::build(g, weights, threads, false, Host::select(None)?)
+    }
+
+    /// As [`JitForward::new`], compiling for `host`'s kernel tier.
+    pub fn new_on(
+        g: &Graph,
+        weights: &'w dyn WeightStore,
+        threads: usize,
+        host: Host,
+    ) -> Result<Self, String> {
+        Self::build(g, weights, threads, false, host)
     }
 
     /// As [`JitForward::new`] for a memory-mapped GGUF file: after packing, the mapped pages
@@ -172,7 +184,17 @@ impl<'w> JitForward<'w> {
         weights: &'w lpuc_ir::import::GgufWeights,
         threads: usize,
     ) -> Result<Self, String> {
-        Self::build(g, weights, threads, true)
+        Self::build(g, weights, threads, true, Host::select(None)?)
+    }
+
+    /// As [`JitForward::from_gguf`], compiling for `host`'s kernel tier.
+    pub fn from_gguf_on(
+        g: &Graph,
+        weights: &'w lpuc_ir::import::GgufWeights,
+        threads: usize,
+        host: Host,
+    ) -> Result<Self, String> {
+        Self::build(g, weights, threads, true, host)
     }
 
     fn build(
@@ -180,8 +202,9 @@ impl<'w> JitForward<'w> {
         store: &'w dyn WeightStore,
         threads: usize,
         release: bool,
+        host: Host,
     ) -> Result<Self, String> {
-        let host = Host::detect();
+        let tier = host.tier;
         let plan = lower::lower(g, host.vnni512())?;
         let m = module_for(&plan.specs);
         let syms: Vec<String> = plan.specs.iter().map(|s| s.symbol()).collect();
@@ -303,6 +326,7 @@ impl<'w> JitForward<'w> {
         release_free_heap();
         Ok(JitForward {
             name: format!("jit ({} threads)", pool.threads()),
+            tier,
             plan,
             addrs,
             _kernels: kernels,
@@ -655,7 +679,11 @@ impl crate::generate::Forward for JitForward<'_> {
         JitForward::capacity(self) as u64
     }
     fn name(&self) -> &'static str {
-        "jit"
+        match self.tier {
+            lpuc_host::Tier::Avx2 => "jit (avx2)",
+            lpuc_host::Tier::AvxVnni => "jit (avxvnni)",
+            lpuc_host::Tier::Avx512Vnni => "jit (avx512vnni)",
+        }
     }
 }
 
