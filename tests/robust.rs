@@ -451,6 +451,165 @@ fn a_corrupt_artifact_error_is_words_not_debug_structs() {
     refused(&o, &["corrupt artifact", "truncated"]);
 }
 
+// --- model files with one thing changed ---------------------------------------------------
+
+/// A copy of the real model in `d` with metadata edited by `meta` (return `None` to drop a
+/// key) and tensor bytes by `tensor`.
+fn edited_model(
+    m: &str,
+    d: &tempfile::TempDir,
+    meta: impl Fn(&str, &lpuc_ir::gguf::MetaValue) -> Option<lpuc_ir::gguf::MetaValue>,
+    tensor: impl Fn(&str, &mut Vec<u8>),
+) -> String {
+    let f = lpuc_ir::gguf::GgufFile::open(Path::new(m)).unwrap();
+    let mut w = lpuc_ir::gguf::GgufWriter::new();
+    for (k, v) in f.metadata() {
+        if let Some(v) = meta(k, v) {
+            w.add_metadata(k.clone(), v);
+        }
+    }
+    for t in f.tensors() {
+        let mut b = f.tensor_data(t).to_vec();
+        tensor(&t.name, &mut b);
+        w.add_tensor(t.name.clone(), &t.dims, t.dtype, b);
+    }
+    let out = p(d, "edited.gguf");
+    std::fs::write(&out, w.to_bytes()).unwrap();
+    out
+}
+
+#[test]
+fn a_metadata_key_of_the_wrong_type_is_named() {
+    use lpuc_ir::gguf::MetaValue;
+    let Some(m) = model() else { return };
+    let d = tmp();
+    let e = edited_model(
+        &m,
+        &d,
+        |k, v| {
+            Some(if k == "llama.context_length" {
+                MetaValue::Str("8192".into())
+            } else {
+                v.clone()
+            })
+        },
+        |_, _| {},
+    );
+    refused(
+        &lpuc(&["run", "-m", &e, "-p", "hi"]),
+        &[
+            "llama.context_length",
+            "expected an unsigned integer, found string",
+        ],
+    );
+}
+
+#[test]
+fn a_chat_template_that_never_ends_is_an_error() {
+    use lpuc_ir::gguf::MetaValue;
+    let Some(m) = model() else { return };
+    let d = tmp();
+    for (tmpl, want) in [
+        // Nested loops: used to hang.
+        (
+            "{% for a in range(99999) %}{% for b in range(99999) %}{% for c in range(99999) %}x{% endfor %}{% endfor %}{% endfor %}",
+            "budget",
+        ),
+        // A string doubled 64 times: used to abort at 6.3 GB.
+        (
+            "{% set ns = namespace(s='xxxxxxxx') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}",
+            "chat template",
+        ),
+    ] {
+        let e = edited_model(
+            &m,
+            &d,
+            |k, v| {
+                Some(if k == "tokenizer.chat_template" {
+                    MetaValue::Str(tmpl.into())
+                } else {
+                    v.clone()
+                })
+            },
+            |_, _| {},
+        );
+        let o = lpuc(&["run", "-m", &e, "--chat", "-p", "hi", "-n", "1"]);
+        refused(&o, &["chat template", want]);
+    }
+}
+
+#[test]
+fn nan_logits_are_an_error_naming_the_step() {
+    let Some(m) = model() else { return };
+    let d = tmp();
+    let e = edited_model(
+        &m,
+        &d,
+        |_, v| Some(v.clone()),
+        |name, b| {
+            if name == "output_norm.weight" {
+                for c in b.chunks_exact_mut(4) {
+                    c.copy_from_slice(&f32::NAN.to_le_bytes());
+                }
+            }
+        },
+    );
+    for backend in ["jit", "interp"] {
+        let o = lpuc(&[
+            "run",
+            "-m",
+            &e,
+            "-p",
+            "hi",
+            "-n",
+            "2",
+            "--backend",
+            backend,
+            "--temp",
+            "0",
+        ]);
+        refused(&o, &["generation step 0", "NaN"]);
+    }
+}
+
+#[test]
+fn a_tokenizer_smaller_than_the_embedding_table_warns() {
+    use lpuc_ir::gguf::{MetaArray, MetaValue, StrArray};
+    let Some(m) = model() else { return };
+    let d = tmp();
+    const KEEP: usize = 49_000;
+    let e = edited_model(
+        &m,
+        &d,
+        |k, v| match (k, v) {
+            ("tokenizer.ggml.tokens", MetaValue::Array(MetaArray::Str(a))) => {
+                let mut t = StrArray::new();
+                for s in a.iter().take(KEEP) {
+                    t.push(s);
+                }
+                Some(MetaValue::Array(MetaArray::Str(t)))
+            }
+            ("tokenizer.ggml.token_type", MetaValue::Array(MetaArray::I32(a))) => {
+                Some(MetaValue::Array(MetaArray::I32(a[..KEEP].to_vec())))
+            }
+            ("tokenizer.ggml.scores", MetaValue::Array(MetaArray::F32(a))) => {
+                Some(MetaValue::Array(MetaArray::F32(a[..KEEP].to_vec())))
+            }
+            _ => Some(v.clone()),
+        },
+        |_, _| {},
+    );
+    let o = lpuc(&["run", "-m", &e, "-p", "hi", "-n", "1", "--temp", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "the tokenizer has 49000 tokens, fewer than the embedding table's 49152 rows"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}
+
 // --- 7. accepted without complaint ----------------------------------------------------------
 
 #[test]

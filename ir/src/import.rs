@@ -224,8 +224,11 @@ pub fn import_gguf(
                 .unwrap_or_else(|| "model".into())
         });
     let mut cfg = config_from_gguf(f, &name)?;
-    if let Some(c) = opts.max_ctx {
-        cfg.max_ctx = c;
+    match opts.max_ctx {
+        Some(c) => cfg.max_ctx = c,
+        // A file may claim a longer context than a graph can bound; without an explicit
+        // size, plan for the longest one supported instead of refusing the file.
+        None => cfg.max_ctx = cfg.max_ctx.min(crate::builder::MAX_CTX),
     }
     cfg.all_logits = opts.all_logits;
     cfg.cache_k_dtype = opts.cache_k.unwrap_or(DType::F32);
