@@ -46,19 +46,18 @@ pub enum KernelSpec {
         dims: u32,
         neox: bool,
     },
-    /// `fn(src, cache, s, p)`: `cache[kvh][p + i][d] = src[i][kvh][d]`, or with
+    /// `fn(src, cache, s, p, cap)`: `cache[kvh][p + i][d] = src[i][kvh][d]`, or with
     /// `transposed` (the K cache) in 16-key tiles, `cache[kvh][j / 16][d][j % 16] =
     /// src[i][kvh][d]` for `j = p + i` (see [`k_tile_offset`]).
     KvAppend {
         kvh: usize,
         d: usize,
-        cap: usize,
         transposed: bool,
         /// The cache holds f16 (rounded to nearest even on store, as `half` and the
         /// interpreter round), else f32.
         f16: bool,
     },
-    /// `fn(q, kc, vc, o, s, p, r_lo, r_hi)`: causal GQA attention with online softmax over
+    /// `fn(q, kc, vc, o, s, p, r_lo, r_hi, cap)`: causal GQA attention with online softmax over
     /// key blocks of `block` (rounded up to a multiple of 16). `q`, `o`: `[s, h, d]`; the K
     /// cache in transposed 16-key tiles (`KvAppend { transposed: true }`: the scores of 16
     /// keys are 16-wide FMAs over one 4 KiB tile, with no horizontal sums, and a new token
@@ -68,7 +67,6 @@ pub enum KernelSpec {
         h: usize,
         kvh: usize,
         d: usize,
-        cap: usize,
         block: usize,
         scale: f32,
         /// The K / V caches hold f16 (widened exactly as they are read).
@@ -121,11 +119,10 @@ impl KernelSpec {
             KernelSpec::KvAppend {
                 kvh,
                 d,
-                cap,
                 transposed,
                 f16,
             } => format!(
-                "lpuc_kvapp_{kvh}_{d}_{cap}{}{}",
+                "lpuc_kvapp_{kvh}_{d}{}{}",
                 if *transposed { "_t" } else { "" },
                 if *f16 { "_h" } else { "" }
             ),
@@ -133,13 +130,12 @@ impl KernelSpec {
                 h,
                 kvh,
                 d,
-                cap,
                 block,
                 scale,
                 k_f16,
                 v_f16,
             } => format!(
-                "lpuc_attn_{h}_{kvh}_{d}_{cap}_{block}_{}{}{}",
+                "lpuc_attn_{h}_{kvh}_{d}_{block}_{}{}{}",
                 fkey(*scale),
                 if *k_f16 { "_kh" } else { "" },
                 if *v_f16 { "_vh" } else { "" }
@@ -172,20 +168,18 @@ impl KernelSpec {
             KernelSpec::KvAppend {
                 kvh,
                 d,
-                cap,
                 transposed,
                 f16,
-            } => emit_kvapp(m, &name, *kvh, *d, *cap, *transposed, *f16),
+            } => emit_kvapp(m, &name, *kvh, *d, *transposed, *f16),
             KernelSpec::Attention {
                 h,
                 kvh,
                 d,
-                cap,
                 block,
                 scale,
                 k_f16,
                 v_f16,
-            } => emit_attn(m, &name, *h, *kvh, *d, *cap, *block, *scale, *k_f16, *v_f16),
+            } => emit_attn(m, &name, *h, *kvh, *d, *block, *scale, *k_f16, *v_f16),
             KernelSpec::SwiGlu => emit_binary(m, &name, true),
             KernelSpec::Add => emit_binary(m, &name, false),
             KernelSpec::EmbedQ8 { d } => emit_embq8(m, &name, *d),
@@ -698,24 +692,17 @@ pub fn k_tile_offset(h: usize, j: usize, dd: usize, d: usize, cap: usize) -> usi
 }
 
 /// Elements of one KV head's tiled K cache.
-fn k_head_elems(d: usize, cap: usize) -> usize {
-    cap.div_ceil(16) * 16 * d
-}
-
-fn emit_kvapp(
-    m: &mut ModuleText,
-    name: &str,
-    kvh: usize,
-    d: usize,
-    cap: usize,
-    transposed: bool,
-    f16: bool,
-) {
+fn emit_kvapp(m: &mut ModuleText, name: &str, kvh: usize, d: usize, transposed: bool, f16: bool) {
     let el = if f16 { "half" } else { "float" };
+    // The capacity is an argument, not baked in: one compiled module serves every `-c`
+    // (and every sequence's cache), so the kernel cache does not grow per context size.
     let mut f = Fb::new(
-        &format!("void @{name}(ptr noalias %src, ptr noalias %cache, i64 %s, i64 %p)"),
+        &format!("void @{name}(ptr noalias %src, ptr noalias %cache, i64 %s, i64 %p, i64 %cap)"),
         0,
     );
+    let c15 = f.v("add nsw i64 %cap, 15");
+    let cap16 = f.v(format!("and i64 {c15}, -16"));
+    let khead = f.v(format!("mul nsw i64 {cap16}, {d}"));
     f.for_loop("0", "%s", &[], |f, si| {
         f.for_loop("0", &kvh.to_string(), &[], |f, h| {
             // The source row src[si][h][..].
@@ -728,7 +715,7 @@ fn emit_kvapp(
                 // k_tile_offset(h, j, dd) = h·head + (j / 16)·16·d + dd·16 + j % 16
                 let jt = f.v(format!("udiv i64 {j}, 16"));
                 let jl = f.v(format!("urem i64 {j}, 16"));
-                let c0 = f.v(format!("mul nsw i64 {h}, {}", k_head_elems(d, cap)));
+                let c0 = f.v(format!("mul nsw i64 {h}, {khead}"));
                 let c1 = f.v(format!("mul nsw i64 {jt}, {}", 16 * d));
                 let c2 = f.v(format!("add nsw i64 {c0}, {c1}"));
                 let tile = f.v(format!("add nsw i64 {c2}, {jl}"));
@@ -747,7 +734,7 @@ fn emit_kvapp(
                 });
             } else {
                 // cache[h][j][..]
-                let c0 = f.v(format!("mul nsw i64 {h}, {cap}"));
+                let c0 = f.v(format!("mul nsw i64 {h}, %cap"));
                 let c1 = f.v(format!("add nsw i64 {c0}, {j}"));
                 let co = f.v(format!("mul nsw i64 {c1}, {d}"));
                 let cp = f.gep(el, "%cache", &co);
@@ -772,7 +759,6 @@ fn emit_attn(
     h: usize,
     kvh: usize,
     d: usize,
-    cap: usize,
     block: usize,
     scale: f32,
     k_f16: bool,
@@ -791,7 +777,7 @@ fn emit_attn(
     m.declare(&format!("declare {vt} @llvm.fma.v{d}f32({vt}, {vt}, {vt})"));
     let group = h / kvh;
     let mut f = Fb::new(
-        &format!("void @{name}(ptr noalias %q, ptr noalias %kc, ptr noalias %vc, ptr noalias %o, i64 %s, i64 %p, i64 %r0, i64 %r1)"),
+        &format!("void @{name}(ptr noalias %q, ptr noalias %kc, ptr noalias %vc, ptr noalias %o, i64 %s, i64 %p, i64 %r0, i64 %r1, i64 %cap)"),
         0,
     );
     m.declare(FMA16);
@@ -810,8 +796,12 @@ fn emit_attn(
         let qo = f.v(format!("mul nsw i64 {qb}, {d}"));
         let qp = f.gep("float", "%q", &qo);
         let qv = f.v(format!("load {vt}, ptr {qp}, align 4"));
-        let kvo = f.v(format!("mul nsw i64 {kh}, {}", cap * d));
-        let kto = f.v(format!("mul nsw i64 {kh}, {}", k_head_elems(d, cap)));
+        let vhead = f.v(format!("mul nsw i64 %cap, {d}"));
+        let kvo = f.v(format!("mul nsw i64 {kh}, {vhead}"));
+        let c15 = f.v("add nsw i64 %cap, 15");
+        let cap16 = f.v(format!("and i64 {c15}, -16"));
+        let khead = f.v(format!("mul nsw i64 {cap16}, {d}"));
+        let kto = f.v(format!("mul nsw i64 {kh}, {khead}"));
         let kb = f.gep(kel, "%kc", &kto);
         let vb = f.gep(vel, "%vc", &kvo);
         let n0 = f.v(format!("add nsw i64 %p, {si}"));

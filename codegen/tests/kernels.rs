@@ -340,8 +340,8 @@ fn rope_matches_interpreter_formula() {
     }
 }
 
-type KvApp = extern "C" fn(*const f32, *mut f32, i64, i64);
-type Attn = extern "C" fn(*const f32, *const f32, *const f32, *mut f32, i64, i64, i64, i64);
+type KvApp = extern "C" fn(*const f32, *mut f32, i64, i64, i64);
+type Attn = extern "C" fn(*const f32, *const f32, *const f32, *mut f32, i64, i64, i64, i64, i64);
 
 #[test]
 fn kv_append_and_flash_attention_match_reference() {
@@ -352,14 +352,12 @@ fn kv_append_and_flash_attention_match_reference() {
             KernelSpec::KvAppend {
                 kvh,
                 d,
-                cap,
                 transposed: false,
                 f16: false,
             },
             KernelSpec::KvAppend {
                 kvh,
                 d,
-                cap,
                 transposed: true,
                 f16: false,
             },
@@ -367,7 +365,6 @@ fn kv_append_and_flash_attention_match_reference() {
                 h,
                 kvh,
                 d,
-                cap,
                 block,
                 scale: 0.25,
                 k_f16: false,
@@ -408,8 +405,20 @@ fn kv_append_and_flash_attention_match_reference() {
                 vnew[(i * kvh + hh) * d..][..d].copy_from_slice(&vf[(hh * t + p + i) * d..][..d]);
             }
         }
-        app_t(knew.as_ptr(), kc.as_mut_ptr(), s as i64, p as i64);
-        app(vnew.as_ptr(), vc.as_mut_ptr(), s as i64, p as i64);
+        app_t(
+            knew.as_ptr(),
+            kc.as_mut_ptr(),
+            s as i64,
+            p as i64,
+            cap as i64,
+        );
+        app(
+            vnew.as_ptr(),
+            vc.as_mut_ptr(),
+            s as i64,
+            p as i64,
+            cap as i64,
+        );
         for hh in 0..kvh {
             assert_eq!(
                 &vc[hh * cap * d..][..t * d],
@@ -438,6 +447,7 @@ fn kv_append_and_flash_attention_match_reference() {
             p as i64,
             0,
             rows / 2,
+            cap as i64,
         );
         att(
             q.as_ptr(),
@@ -448,6 +458,7 @@ fn kv_append_and_flash_attention_match_reference() {
             p as i64,
             rows / 2,
             rows,
+            cap as i64,
         );
         // Reference in the interpreter's layout [1, h, s, d].
         let mut qt = vec![0f32; h * s * d];
@@ -478,8 +489,8 @@ fn kv_append_and_flash_attention_match_reference() {
     }
 }
 
-type KvAppH = extern "C" fn(*const f32, *mut u16, i64, i64);
-type AttnH = extern "C" fn(*const f32, *const u16, *const u16, *mut f32, i64, i64, i64, i64);
+type KvAppH = extern "C" fn(*const f32, *mut u16, i64, i64, i64);
+type AttnH = extern "C" fn(*const f32, *const u16, *const u16, *mut f32, i64, i64, i64, i64, i64);
 
 /// An f16 cache: `kv_append` rounds to nearest even exactly as `half` (and so the
 /// interpreter) does, and attention over it equals attention over the rounded values.
@@ -491,14 +502,12 @@ fn f16_kv_cache_rounds_like_the_interpreter() {
         KernelSpec::KvAppend {
             kvh,
             d,
-            cap,
             transposed: false,
             f16: true,
         },
         KernelSpec::KvAppend {
             kvh,
             d,
-            cap,
             transposed: true,
             f16: true,
         },
@@ -506,7 +515,6 @@ fn f16_kv_cache_rounds_like_the_interpreter() {
             h,
             kvh,
             d,
-            cap,
             block: 16,
             scale: 0.25,
             k_f16: true,
@@ -523,8 +531,8 @@ fn f16_kv_cache_rounds_like_the_interpreter() {
     let vnew = randv(&mut r, s * kvh * d, 3.0);
     let mut kc = vec![0u16; kvh * cap.div_ceil(16) * 16 * d];
     let mut vc = vec![0u16; kvh * cap * d];
-    app_t(knew.as_ptr(), kc.as_mut_ptr(), s as i64, 0);
-    app(vnew.as_ptr(), vc.as_mut_ptr(), s as i64, 0);
+    app_t(knew.as_ptr(), kc.as_mut_ptr(), s as i64, 0, cap as i64);
+    app(vnew.as_ptr(), vc.as_mut_ptr(), s as i64, 0, cap as i64);
     let round = |x: f32| half::f16::from_f32(x);
     let (mut kf, mut vf) = (vec![0f32; kvh * s * d], vec![0f32; kvh * s * d]);
     for i in 0..s {
@@ -550,6 +558,7 @@ fn f16_kv_cache_rounds_like_the_interpreter() {
         0,
         0,
         (h * s) as i64,
+        cap as i64,
     );
     let mut qt = vec![0f32; h * s * d];
     for i in 0..s {

@@ -630,7 +630,6 @@ impl<'g> Lower<'g> {
                 let kern = self.kern(KernelSpec::KvAppend {
                     kvh,
                     d,
-                    cap: self.p.cap,
                     transposed: tiled,
                     f16: self.p.caches[ci].elem_bytes == 2,
                 });
@@ -666,7 +665,6 @@ impl<'g> Lower<'g> {
                     h: heads,
                     kvh,
                     d,
-                    cap: self.p.cap,
                     block: block.clamp(1, 256) as usize,
                     scale,
                     k_f16: self.p.caches[k].elem_bytes == 2,

@@ -472,7 +472,7 @@ impl<'w> JitForward<'w> {
         type F5 = extern "C" fn(usize, usize, usize, i64, i64);
         type F6 = extern "C" fn(usize, usize, usize, usize, i64, i64);
         type Fq = extern "C" fn(usize, usize, usize, usize, usize, i64, i64, i64);
-        type F8 = extern "C" fn(usize, usize, usize, usize, i64, i64, i64, i64);
+        type F9 = extern "C" fn(usize, usize, usize, usize, i64, i64, i64, i64, i64);
         let k = |x: usize| self.addrs[x];
         let p = s > 1;
         match &self.plan.steps[i] {
@@ -579,13 +579,14 @@ impl<'w> JitForward<'w> {
                 );
             }
             Step::KvAppend { kern, src, cache } => {
-                let f: extern "C" fn(usize, usize, i64, i64) =
+                let f: extern "C" fn(usize, usize, i64, i64, i64) =
                     unsafe { std::mem::transmute(k(*kern)) };
                 f(
                     self.act_ptr(*src),
                     self.caches[*cache].ptr() as usize,
                     s as i64,
                     self.past as i64,
+                    self.plan.cap as i64,
                 );
             }
             Step::Attention {
@@ -596,15 +597,15 @@ impl<'w> JitForward<'w> {
                 o,
                 heads,
             } => {
-                let f: F8 = unsafe { std::mem::transmute(k(*kern)) };
+                let f: F9 = unsafe { std::mem::transmute(k(*kern)) };
                 let (qp, op) = (self.act_ptr(*q), self.act_ptr(*o));
                 let (kp, vp) = (
                     self.caches[*kc].ptr() as usize,
                     self.caches[*v].ptr() as usize,
                 );
-                let past = self.past as i64;
+                let (past, cap) = (self.past as i64, self.plan.cap as i64);
                 self.par(heads * s, true, &|lo, hi| {
-                    f(qp, kp, vp, op, s as i64, past, lo as i64, hi as i64)
+                    f(qp, kp, vp, op, s as i64, past, lo as i64, hi as i64, cap)
                 });
             }
             Step::TakeLast { x, y } => {
