@@ -16,7 +16,7 @@ use lpuc_ir::builder::{build_llama, LlamaConfig};
 use lpuc_ir::graph::{Graph, WeightSource};
 use lpuc_targets::groq::functional;
 use lpuc_targets::groq::program::{CompileOptions, LpuProgram, WeightMode};
-use lpuc_targets::groq::{compile, MachineModel};
+use lpuc_targets::groq::{compile, pipeline_output, MachineModel};
 
 pub fn opts(tp: Option<u32>, batch: u64, weights: WeightMode, context: u64) -> CompileOptions {
     CompileOptions {
@@ -31,7 +31,7 @@ pub fn opts(tp: Option<u32>, batch: u64, weights: WeightMode, context: u64) -> C
 
 fn tiny() -> Graph {
     let c = LlamaConfig::preset("tiny").unwrap();
-    build_llama(&c, WeightSource::Random { seed: 7 }).unwrap()
+    pipeline_output(build_llama(&c, WeightSource::Random { seed: 7 }).unwrap()).unwrap()
 }
 
 /// One SmolLM2-135M decoder layer (published shapes: 576 wide, 9 heads on 3 KV heads of
@@ -42,7 +42,7 @@ fn smollm2_layer() -> Graph {
     c.n_layers = 1;
     c.vocab = 2048;
     c.max_ctx = 64;
-    build_llama(&c, WeightSource::Random { seed: 11 }).unwrap()
+    pipeline_output(build_llama(&c, WeightSource::Random { seed: 11 }).unwrap()).unwrap()
 }
 
 fn run(g: &Graph, o: CompileOptions) -> (LpuProgram, functional::FuncReport) {
@@ -123,7 +123,7 @@ fn smollm2_decoder_layer_matches_the_interpreter() {
 #[test]
 fn functional_needs_weights() {
     let c = LlamaConfig::preset("tiny").unwrap();
-    let g = build_llama(&c, WeightSource::None).unwrap();
+    let g = pipeline_output(build_llama(&c, WeightSource::None).unwrap()).unwrap();
     let p = compile::compile(
         &g,
         &MachineModel::v1(),

@@ -1031,9 +1031,6 @@ impl<'a> Gen<'a> {
             } => self.attention(*q, *k, *v, *heads, *kv_heads, *head_dim, *scale, *out)?,
             MOp::SwiGlu { gate, up, out } => self.binary(VxmFn::SwiGlu, *gate, *up, *out)?,
             MOp::Add { a, b, out } => self.binary(VxmFn::Add, *a, *b, *out)?,
-            MOp::Mul { a, b, out } => self.binary(VxmFn::Mul, *a, *b, *out)?,
-            MOp::Silu { x, out } => self.unary(VxmFn::Silu, *x, *out)?,
-            MOp::Scale { x, factor, out } => self.unary(VxmFn::Scale(*factor), *x, *out)?,
             MOp::TakeLast { x, out } => {
                 let (xl, sh) = self.get(*x)?;
                 let y = self.new_act(*out, "last", sh)?;
@@ -1066,14 +1063,6 @@ impl<'a> Gen<'a> {
                 }
             }
         }
-        Ok(())
-    }
-
-    fn unary(&mut self, f: VxmFn, x: TId, out: TId) -> Result<(), GenError> {
-        let (xl, sh) = self.get(x)?;
-        let y = self.new_act(out, f.name(), sh)?;
-        let (xr, yr) = (self.whole(xl), self.whole(y));
-        self.ew(f, &[xr], yr);
         Ok(())
     }
 

@@ -87,7 +87,7 @@
 //!
 //! | module | does | invariant it keeps |
 //! |---|---|---|
-//! | [`lower`] | IR graph (primitive or fused form) → macro-ops in blocks (head, layers, tail) | every op lowered or rejected naming its `%N` |
+//! | [`lower`] | the Groq pipeline's output (phase "lowerable for groq") → macro-ops in blocks (head, layers, tail) | every op lowered or refused naming its `%N`; op order structural |
 //! | [`codegen`] | one block on one chip: SRAM placement, 320×320 weight-stationary tiles, VXM/SXM ops, collectives → chains of instructions | no two operands of one chain on one slice |
 //! | [`sched`] | chains → queues and cycles, with reservation tables | the timing law inside chains; no resource held twice |
 //! | [`check`] | re-derives every fact from the instructions; rejects conflicts and late operands | nothing trusted from the scheduler |
@@ -115,6 +115,16 @@ pub mod report;
 pub mod sched;
 pub mod sim;
 pub mod trace;
+
+/// Runs the Groq pass pipeline (`lpuc_passes::pipeline::GROQ_PIPELINE`) on `g`: what the
+/// driver does before [`compile::compile`], for tests and library users that start
+/// from `build_llama`'s primitive graph. The error is the pipeline's, as text.
+pub fn pipeline_output(mut g: lpuc_ir::Graph) -> Result<lpuc_ir::Graph, String> {
+    lpuc_passes::PassManager::default_for(lpuc_passes::TargetKind::Groq)
+        .run(&mut g, &mut std::io::sink())
+        .map_err(|e| e.to_string())?;
+    Ok(g)
+}
 
 pub use cost::{Cost, CostError, Cycles, MatmulShape, MxmDtype, Peaks};
 pub use model::{MachineModel, Param, ProfileStatus, SliceId, SliceKind};
