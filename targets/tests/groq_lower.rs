@@ -11,7 +11,8 @@ use lpuc_ir::op::Op;
 use lpuc_ir::types::{Dim, TensorType};
 use lpuc_ir::DType;
 use lpuc_passes::{PassManager, TargetKind};
-use lpuc_targets::groq::lower::{lower, LowerError, MOp};
+use lpuc_targets::groq::lower::{lower, LowerError};
+use lpuc_targets::groq::mops::MOp;
 use lpuc_targets::groq::program::{CompileOptions, WeightMode};
 use lpuc_targets::groq::{compile, functional, pipeline_output, MachineModel};
 

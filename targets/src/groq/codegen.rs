@@ -37,8 +37,8 @@ use super::cost::{self, AllReduceAlgo, Cycles};
 use super::isa::{
     Elem, Finish, Floorplan, GatherBy, MemAt, MxmType, Op, Queue, Reduce, Region, SxmFn, VxmFn,
 };
-use super::lower::{Block, BlockKind, LoweredModel, MOp, Rows, TId, WId};
 use super::model::MachineModel;
+use super::mops::{Block, BlockKind, LoweredModel, MOp, Rows, TId, WId};
 use super::program::{
     AttnMap, BlockProgram, GenConfig, Placement, Split, TensorDecl, TensorKind, Work,
 };
@@ -1960,29 +1960,4 @@ fn block_label(b: &Block) -> String {
         BlockKind::Layer(n) => format!("layer {n}"),
         BlockKind::Tail => "tail".into(),
     }
-}
-
-/// Ids of weight and cache slots a block's ops use, in op order (instances of the same
-/// signature list theirs in the same order).
-pub fn block_slots(b: &Block) -> (Vec<WId>, Vec<u32>) {
-    let mut ws = Vec::new();
-    let mut cs = Vec::new();
-    for op in &b.ops {
-        for w in op.weights() {
-            if !ws.contains(&w) && !matches!(op, MOp::Embed { .. }) {
-                ws.push(w);
-            }
-        }
-        for c in op.caches() {
-            if !cs.contains(&c) {
-                cs.push(c);
-            }
-        }
-    }
-    (ws, cs)
-}
-
-/// Whether a block runs on the chips at all (the head's embedding is host-side).
-pub fn on_chip(b: &Block) -> bool {
-    !matches!(b.kind, BlockKind::Head) || b.ops.iter().any(|o| !matches!(o, MOp::Embed { .. }))
 }

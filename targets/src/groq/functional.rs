@@ -36,11 +36,10 @@ use lpuc_ir::interp::Interpreter;
 use lpuc_ir::weights::WeightStore;
 use serde::Serialize;
 
-use super::codegen::block_slots;
 use super::isa::{Finish, GatherBy, Op, Reduce, Region, SxmFn, VxmFn};
-use super::lower::{MOp, TId};
+use super::mops::{MOp, TId};
 use super::program::{BlockProgram, LpuProgram, Split, TensorKind};
-use super::sched::write_ready;
+use super::timing::write_ready;
 
 /// Arithmetic of the functional simulation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -220,7 +219,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Maps `id` from the program's template block to `block` through the slot list
-    /// `pick` selects from `block_slots` (same position, other block); unmapped ids stay.
+    /// `pick` selects from `Block::slots` (same position, other block); unmapped ids stay.
     fn instance_slot(
         &self,
         prog: &BlockProgram,
@@ -233,7 +232,7 @@ impl<'a> Runner<'a> {
             .iter()
             .position(|b| b.kind == prog.kind)
             .unwrap_or(block);
-        let (t, i) = (block_slots(&blocks[template]), block_slots(&blocks[block]));
+        let (t, i) = (blocks[template].slots(), blocks[block].slots());
         let pos = pick(&t).iter().position(|x| *x == id);
         pos.and_then(|k| pick(&i).get(k).copied()).unwrap_or(id)
     }

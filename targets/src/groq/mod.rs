@@ -109,11 +109,13 @@ pub mod functional;
 pub mod isa;
 pub mod lower;
 pub mod model;
+pub mod mops;
 pub mod profile;
 pub mod program;
 pub mod report;
 pub mod sched;
 pub mod sim;
+pub mod timing;
 pub mod trace;
 
 /// Runs the Groq pass pipeline (`lpuc_passes::pipeline::GROQ_PIPELINE`) on `g`: what the
