@@ -35,7 +35,7 @@
 //!
 //! | module | does |
 //! |---|---|
-//! | this one | [`generate`]: the block's inputs, one macro-op at a time, the outputs; the chain-building helpers every selector shares (reads, writes, VXM nodes, activation tensors) |
+//! | this one | [`generate`]: the block's inputs, one macro-op at a time, the outputs; the chain-building helpers every selector shares (reads, writes, VXM nodes, element-wise and row-reduction chains, activation tensors) |
 //! | `alloc` | SRAM allocation: slice groups per tensor kind, bump-allocated per bank |
 //! | `isel_linear` | `Linear`: weight tiles, installs, int8 matmuls, per-row quantization |
 //! | `isel_attention` | `KvAppend`, `Attention`, and the choice of attention mapping |
@@ -56,11 +56,11 @@ pub use isel_linear::is_4bit;
 use std::collections::HashMap;
 
 use super::cost::Cycles;
-use super::isa::{Elem, Floorplan, MemAt, Op, Queue, Region, VxmFn};
+use super::isa::{Elem, Finish, Floorplan, MemAt, Op, Queue, Reduce, Region, SxmFn, VxmFn};
 use super::model::MachineModel;
 use super::mops::{Block, LoweredModel, MOp, Rows, TId, WId};
 use super::program::{BlockProgram, GenConfig, Placement, TensorDecl, TensorKind, Work};
-use super::sched::{Node, QSel, Scheduler};
+use super::sched::{Chain, Node, QSel, Scheduler};
 use alloc::Alloc;
 
 /// Why a block cannot be generated for a configuration.
@@ -389,6 +389,60 @@ impl<'a> Gen<'a> {
             });
         }
         Ok(())
+    }
+
+    /// `reads → f → write`, all on the VXM.
+    fn ew(&mut self, f: VxmFn, ins: &[Region], out: Region) -> Result<(), GenError> {
+        let vx = self.fp.vxm_pos;
+        let mut c = Chain::default();
+        let vectors = Self::vectors(&out);
+        let v = self.vxm(f, vectors);
+        let vi = c.push(v);
+        for r in ins {
+            let w = self.width(r.tensor);
+            let ri = c.push(self.read(*r, vx));
+            c.link(ri, vi, w);
+        }
+        let w = self.write(out, vx);
+        let wi = c.push(w);
+        let ow = self.width(out.tensor);
+        c.link(vi, wi, ow);
+        self.place(c)
+    }
+
+    /// Row reduction `x → partial → lane tree → finish → out[rows × 1]`.
+    fn reduce(
+        &mut self,
+        x: Region,
+        partial: Reduce,
+        tree: Reduce,
+        finish: Finish,
+        out: Region,
+    ) -> Result<(), GenError> {
+        let vx = self.fp.vxm_pos;
+        let mut c = Chain::default();
+        let xi = c.push(self.read(x, vx));
+        let p = self.vxm(VxmFn::Partial(partial), Self::vectors(&x));
+        let pi = c.push(p);
+        c.link(xi, pi, self.width(x.tensor));
+        let east = self.alloc.act_rr % 2 == 1;
+        let mut t = Node::new(
+            QSel::Sxm { east },
+            Op::Sxm {
+                f: SxmFn::LaneTree(tree),
+            },
+            u64::from(x.rows.max(1)),
+        );
+        t.paced = true;
+        self.work.vxm_alu_cycles += u64::from(x.rows.max(1));
+        let ti = c.push(t);
+        c.link(pi, ti, 4);
+        let f = self.vxm(VxmFn::Finish(finish), u64::from(x.rows.max(1)));
+        let fi = c.push(f);
+        c.link(ti, fi, 4);
+        let wi = c.push(self.write(out, vx));
+        c.link(fi, wi, 4);
+        self.place(c)
     }
 
     /// Instruction selection: one macro-op → chains, by op family.

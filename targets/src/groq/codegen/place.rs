@@ -5,18 +5,19 @@
 //! copies a read operand to fresh slices, or stages a write and copies it into place
 //! afterwards) and retries, then hands the chain to the scheduler. Errors are `Result`s.
 
-use super::super::isa::{Finish, MemAt, Op, Reduce, Region, SxmFn, VxmFn};
+use super::super::isa::{MemAt, Op, Region, VxmFn};
 use super::super::program::{Placement, TensorDecl, TensorKind};
-use super::super::sched::{self, Chain, Node, QSel};
+use super::super::sched::{self, Chain};
 use super::{Gen, GenError};
 
 /// Repairs tried on one chain before it is refused. Each repair moves one MEM operand of
-/// the chain onto slices no other operand of the chain uses, so a chain needs at most one
-/// repair per MEM operand; the widest chain is the two-phase all-reduce's sum over 8
-/// chips (its own block, 7 inboxes and the result: 9 MEM operands), and the presets need
-/// at most 3 (measured over llama3-70b/8b, smollm2-135m and tiny). 16 leaves room for
-/// that bound with margin; reaching it means a repair re-created a conflict, a bug to
-/// report rather than a schedule to emit.
+/// the chain onto slices no other operand of the chain uses, so repairs do not undo each
+/// other and a chain should need about one per MEM operand at worst. The widest chains
+/// have 9 MEM operands (an all-reduce's sum over 8 chips: 8 reads and the result), and
+/// the presets need at most 3 (measured over llama3-70b/8b, smollm2-135m and tiny, every
+/// configuration of `targets/tests/groq_predictions.rs`). 16 covers the widest chain
+/// with margin; reaching it means repairs keep re-creating a conflict — a bug to report
+/// (the error names the conflict), not a schedule to emit.
 const REPAIR_LIMIT: usize = 16;
 
 impl<'a> Gen<'a> {
@@ -228,59 +229,5 @@ impl<'a> Gen<'a> {
             self.sched.place(cc, 0)?;
         }
         Ok(())
-    }
-
-    /// `reads → f → write`, all on the VXM.
-    pub(super) fn ew(&mut self, f: VxmFn, ins: &[Region], out: Region) -> Result<(), GenError> {
-        let vx = self.fp.vxm_pos;
-        let mut c = Chain::default();
-        let vectors = Self::vectors(&out);
-        let v = self.vxm(f, vectors);
-        let vi = c.push(v);
-        for r in ins {
-            let w = self.width(r.tensor);
-            let ri = c.push(self.read(*r, vx));
-            c.link(ri, vi, w);
-        }
-        let w = self.write(out, vx);
-        let wi = c.push(w);
-        let ow = self.width(out.tensor);
-        c.link(vi, wi, ow);
-        self.place(c)
-    }
-
-    /// Row reduction `x → partial → lane tree → finish → out[rows × 1]`.
-    pub(super) fn reduce(
-        &mut self,
-        x: Region,
-        partial: Reduce,
-        tree: Reduce,
-        finish: Finish,
-        out: Region,
-    ) -> Result<(), GenError> {
-        let vx = self.fp.vxm_pos;
-        let mut c = Chain::default();
-        let xi = c.push(self.read(x, vx));
-        let p = self.vxm(VxmFn::Partial(partial), Self::vectors(&x));
-        let pi = c.push(p);
-        c.link(xi, pi, self.width(x.tensor));
-        let east = self.alloc.act_rr % 2 == 1;
-        let mut t = Node::new(
-            QSel::Sxm { east },
-            Op::Sxm {
-                f: SxmFn::LaneTree(tree),
-            },
-            u64::from(x.rows.max(1)),
-        );
-        t.paced = true;
-        self.work.vxm_alu_cycles += u64::from(x.rows.max(1));
-        let ti = c.push(t);
-        c.link(pi, ti, 4);
-        let f = self.vxm(VxmFn::Finish(finish), u64::from(x.rows.max(1)));
-        let fi = c.push(f);
-        c.link(ti, fi, 4);
-        let wi = c.push(self.write(out, vx));
-        c.link(fi, wi, 4);
-        self.place(c)
     }
 }
