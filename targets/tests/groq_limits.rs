@@ -6,11 +6,11 @@ use lpuc_ir::builder::{build_llama, LlamaConfig};
 use lpuc_ir::graph::WeightSource;
 use lpuc_targets::groq::isa::{Floorplan, Op, VxmFn};
 use lpuc_targets::groq::program::{AttnMap, BlockProgram, GenConfig};
-use lpuc_targets::groq::{codegen, lower, sim, MachineModel};
+use lpuc_targets::groq::{codegen, lower, pipeline_output, sim, MachineModel};
 
 fn layer(int4: bool) -> (MachineModel, BlockProgram) {
     let c = LlamaConfig::preset("llama3-70b").unwrap();
-    let g = build_llama(&c, WeightSource::None).unwrap();
+    let g = pipeline_output(build_llama(&c, WeightSource::None).unwrap()).unwrap();
     let lm = lower::lower(&g).unwrap();
     let m = MachineModel::v1();
     let fp = Floorplan::new(&m).unwrap();

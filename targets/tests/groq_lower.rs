@@ -1,178 +1,89 @@
-//! Lowering accepts both graph forms: the primitives `build_llama` emits and the fused
-//! ops the pass pipeline will produce (`qmatmul`, `rms_norm` with a scale, `swiglu`,
-//! `flash_attention`, `tile.sizes` annotations) — and they lower to the same program.
-//! Unsupported graphs are rejected with a message naming the value.
+//! Lowering takes only the Groq pass pipeline's output (`qmatmul`, `rms_norm` with a
+//! scale, `swiglu`, `flash_attention`, `tile.*` and `mem.*` annotations). A primitive
+//! graph — or one a pipeline left half-fused — is refused at entry by the phase
+//! "lowerable for groq", with a message naming the op, the value and the missing pass;
+//! each refusal has a test here. Ops of the phase used in a way the LPU mapping does not
+//! cover are rejected naming the value.
 
 use lpuc_ir::builder::{build_llama, LlamaConfig};
 use lpuc_ir::graph::{Graph, WeightSource};
-use lpuc_ir::op::{Attr, Op};
-use lpuc_ir::{DType, Value};
-use lpuc_targets::groq::lower::{lower, MOp};
+use lpuc_ir::op::Op;
+use lpuc_ir::types::{Dim, TensorType};
+use lpuc_ir::DType;
+use lpuc_passes::{PassManager, TargetKind};
+use lpuc_targets::groq::lower::{lower, LowerError};
+use lpuc_targets::groq::mops::MOp;
 use lpuc_targets::groq::program::{CompileOptions, WeightMode};
-use lpuc_targets::groq::{compile, functional, MachineModel};
+use lpuc_targets::groq::{compile, functional, pipeline_output, MachineModel};
 
 fn tiny() -> Graph {
     let c = LlamaConfig::preset("tiny").unwrap();
     build_llama(&c, WeightSource::Random { seed: 3 }).unwrap()
 }
 
-fn only(g: &Graph, v: Value) -> Value {
-    let u = g.users(v);
-    assert_eq!(u.len(), 1);
-    u[0]
-}
-
-/// Rewrites the primitive graph into the fused forms by hand (what the passes will do):
-/// `matmul(x, dequant(w)) → qmatmul(x, w)`, `mul(rms_norm(x), w) → rms_norm(x, w)`,
-/// `mul(silu(a), b) → swiglu(a, b)`, the attention chain → `flash_attention(q, k, v)`,
-/// and a `tile.sizes` annotation on every fused matmul.
-fn fuse(mut g: Graph) -> Graph {
-    for v in g.values() {
-        if !g.contains(v) {
-            continue;
-        }
-        let ops = g.operands(v);
-        match g.op(v).clone() {
-            Op::Matmul => {
-                if let Op::Dequant = g.op(ops[1]) {
-                    let w = g.operand(ops[1], 0).unwrap();
-                    let ty = g.ty(v).clone();
-                    let q = g.add(Op::QMatmul, &[ops[0], w], ty);
-                    g.node_mut(q)
-                        .annot
-                        .insert("tile.sizes".into(), Attr::Ints(vec![320, 320]));
-                    g.replace_all_uses(v, q);
-                }
-            }
-            Op::RmsNorm { eps } if ops.len() == 1 => {
-                let m = only(&g, v);
-                if let Op::Mul = g.op(m) {
-                    let w = g.operands(m).into_iter().find(|x| *x != v).unwrap();
-                    let ty = g.ty(m).clone();
-                    let n = g.add(Op::RmsNorm { eps }, &[ops[0], w], ty);
-                    g.replace_all_uses(m, n);
-                }
-            }
-            Op::Silu => {
-                let m = only(&g, v);
-                let up = g.operands(m).into_iter().find(|x| *x != v).unwrap();
-                let ty = g.ty(m).clone();
-                let s = g.add(Op::SwiGlu, &[ops[0], up], ty);
-                g.replace_all_uses(m, s);
-            }
-            Op::Softmax => {
-                // softmax(add(scale(matmul(q, repeat(k))), mask)) · transpose(repeat(v))
-                let add = ops[0];
-                let scale = g.operand(add, 0).unwrap();
-                let Op::Scale { factor } = g.op(scale).clone() else {
-                    continue;
-                };
-                let qk = g.operand(scale, 0).unwrap();
-                let (q, krep) = (g.operand(qk, 0).unwrap(), g.operand(qk, 1).unwrap());
-                let k = g.operand(krep, 0).unwrap();
-                let pv = only(&g, v);
-                let vt = g.operand(pv, 1).unwrap();
-                let vrep = g.operand(vt, 0).unwrap();
-                let vv = g.operand(vrep, 0).unwrap();
-                let ty = g.ty(pv).clone();
-                let f = g.add(
-                    Op::FlashAttention {
-                        scale: factor,
-                        block: 64,
-                    },
-                    &[q, k, vv],
-                    ty,
-                );
-                g.replace_all_uses(pv, f);
-            }
-            _ => {}
-        }
-    }
-    g.dead_code_elim();
-    lpuc_ir::verify::verify(&g).unwrap();
+/// `tiny` after the pipeline `passes` (a text `--passes=` accepts).
+fn after(passes: &str) -> Graph {
+    let mut g = tiny();
+    PassManager::parse(passes, TargetKind::Groq)
+        .unwrap()
+        .run(&mut g, &mut std::io::sink())
+        .unwrap();
     g
-}
-
-#[test]
-fn fused_and_primitive_forms_lower_to_the_same_blocks() {
-    let g = tiny();
-    let f = fuse(g.clone());
-    let names =
-        |g: &Graph| -> Vec<&'static str> { g.values().iter().map(|v| g.op(*v).name()).collect() };
-    for op in ["tensor.qmatmul", "tensor.swiglu", "tensor.flash_attention"] {
-        assert!(names(&f).contains(&op), "fused graph has {op}");
-    }
-    assert!(!names(&f).contains(&"tensor.softmax"));
-    let (a, b) = (lower(&g).unwrap(), lower(&f).unwrap());
-    assert_eq!(a.blocks.len(), b.blocks.len());
-    // The same macro-ops with the same weights; their order may differ (new nodes
-    // break topological ties differently), which any valid order schedules alike.
-    let ops = |m: &lpuc_targets::groq::lower::LoweredModel, i: usize| {
-        let mut v: Vec<String> = m.blocks[i]
-            .ops
-            .iter()
-            .map(|o| {
-                let ws: Vec<String> = o
-                    .weights()
-                    .iter()
-                    .map(|w| m.weights[*w as usize].name.clone())
-                    .collect();
-                format!("{} {ws:?} {}", o.name(), o.caches().len())
-            })
-            .collect();
-        v.sort();
-        v
-    };
-    for i in 0..a.blocks.len() {
-        assert_eq!(a.blocks[i].kind, b.blocks[i].kind);
-        assert_eq!(ops(&a, i), ops(&b, i), "{:?}", a.blocks[i].kind);
-    }
-}
-
-#[test]
-fn fused_form_runs_and_matches_the_interpreter() {
-    let f = fuse(tiny());
-    let o = CompileOptions {
-        chips: None,
-        tp: Some(2),
-        batch: 1,
-        context: 128,
-        weights: WeightMode::Int4,
-        prompt: 8,
-    };
-    let p = compile::compile(&f, &MachineModel::v1(), &o).unwrap();
-    let r = functional::compare(&p, 4).unwrap();
-    // On the fused form the interpreter's `qmatmul` rounds activations to 8-bit blocks
-    // (llama.cpp's numerics), which the simulator's exact mode does not: both modes then sit
-    // within activation-rounding noise of the interpreter, not at f32 ulps.
-    assert!(r.exact_max_rel_diff <= 0.05, "{}", r.exact_max_rel_diff);
-    assert!(r.max_rel_diff <= 0.05, "{}", r.max_rel_diff);
-}
-
-#[test]
-fn layers_share_one_signature_and_name_their_weights() {
-    let c = LlamaConfig::preset("llama3-70b").unwrap();
-    let g = build_llama(&c, WeightSource::None).unwrap();
-    let m = lower(&g).unwrap();
-    assert_eq!(m.layer_count(), 80);
-    let sig = m.blocks[1].signature(&m);
-    assert!(m.blocks[1..81].iter().all(|b| b.signature(&m) == sig));
-    let lin = m.blocks[1]
-        .ops
-        .iter()
-        .filter(|o| matches!(o, MOp::Linear { .. }))
-        .count();
-    assert_eq!(lin, 7, "q, k, v, o, gate, up, down");
 }
 
 fn err_of(g: &Graph) -> String {
     lower(g).unwrap_err().to_string()
 }
 
+/// The printed text parsed back creates every node in printed order — not the order
+/// the passes created them in — and lowers to the same model: the macro-op order is
+/// structural.
 #[test]
-fn unsupported_forms_are_rejected_with_the_value() {
-    use lpuc_ir::types::{Dim, TensorType};
-    // A softmax outside attention.
+fn lowering_does_not_depend_on_node_creation_order() {
+    let g = pipeline_output(tiny()).unwrap();
+    let text = lpuc_ir::text::print(&g);
+    let h = lpuc_ir::text::parse(&text, "tiny.ir").unwrap();
+    let (a, b) = (lower(&g).unwrap(), lower(&h).unwrap());
+    assert_eq!(a, b);
+    assert_eq!(a.blocks[1].signature(&a), a.blocks[2].signature(&a));
+}
+
+#[test]
+fn the_primitive_graph_is_refused_naming_the_first_unfused_op() {
+    let e = lower(&tiny()).unwrap_err();
+    assert!(matches!(e, LowerError::NotLowerable(_)), "{e:?}");
+    assert_eq!(e.to_string(), "tensor.causal_mask at %3: the groq backend takes attention only as flash_attention, not tensor.causal_mask (pass flash-attention); 58 more ops are refused, naming also pass fold-rms-norm-scale, pass fuse-int4-dequant, pass fuse-swiglu");
+}
+
+#[test]
+fn each_missing_fusion_is_refused_naming_its_pass() {
+    // Every pipeline here is the Groq pipeline minus one fusion.
+    let cases = [
+        (
+            "canonicalize,fold-rms-norm-scale,fuse-swiglu,flash-attention,cse,dce",
+            "tensor.dequant at %7: the groq backend never expands weights to f32 (pass fuse-int4-dequant, then dce); 29 more ops are refused",
+        ),
+        (
+            "canonicalize,fuse-int4-dequant,fuse-swiglu,flash-attention,cse,dce",
+            "tensor.rms_norm at %4: the groq backend takes rms_norm with its scale folded in, not followed by tensor.mul (pass fold-rms-norm-scale); 9 more ops are refused",
+        ),
+        (
+            "canonicalize,fuse-int4-dequant,fold-rms-norm-scale,flash-attention,cse,dce",
+            "tensor.silu at %37: the groq backend takes silu only inside swiglu (pass fuse-swiglu); 3 more ops are refused, naming also pass fold-rms-norm-scale",
+        ),
+        (
+            "canonicalize,fuse-int4-dequant,fold-rms-norm-scale,fuse-swiglu,cse,dce",
+            "tensor.causal_mask at %3: the groq backend takes attention only as flash_attention, not tensor.causal_mask (pass flash-attention); 14 more ops are refused",
+        ),
+    ];
+    let got: Vec<String> = cases.iter().map(|(p, _)| err_of(&after(p))).collect();
+    let want: Vec<&str> = cases.iter().map(|(_, m)| *m).collect();
+    assert_eq!(got, want);
+}
+
+/// tokens → embedding(table) → `op(e, …)` → output "logits": one op outside the phase
+/// (every operand the embedding).
+fn one_op(op: Op, out: TensorType) -> Graph {
     let mut g = Graph::new("t");
     let ty = TensorType::new(DType::F32, vec![Dim::B, Dim::S, Dim::c(8)]);
     let x = g.add(
@@ -189,18 +100,34 @@ fn unsupported_forms_are_rejected_with_the_value() {
         &[],
         TensorType::new(DType::F32, vec![Dim::c(16), Dim::c(8)]),
     );
-    let e = g.add(Op::Embedding, &[t, x], ty.clone());
-    let s = g.add(Op::Softmax, &[e], ty.clone());
+    let e = g.add(Op::Embedding, &[t, x], ty);
+    let operands = vec![e; if op == Op::Mul { 2 } else { 1 }];
+    let s = g.add(op, &operands, out.clone());
     g.add(
         Op::Output {
             name: "logits".into(),
         },
         &[s],
-        ty.clone(),
+        out,
     );
+    g
+}
+
+#[test]
+fn ops_outside_the_phase_are_refused_with_the_value() {
+    let ty = TensorType::new(DType::F32, vec![Dim::B, Dim::S, Dim::c(8)]);
+    // A softmax outside attention.
+    assert_eq!(err_of(&one_op(Op::Softmax, ty.clone())), "tensor.softmax at %3: the groq backend takes attention only as flash_attention, not tensor.softmax (pass flash-attention)");
+    // A transpose that is not a head view.
+    let tt = TensorType::new(DType::F32, vec![Dim::B, Dim::c(8), Dim::S]);
     assert_eq!(
-        err_of(&g),
-        "%3 = tensor.softmax: softmax is supported only inside attention (softmax(scale·q·kᵀ + mask)·v)"
+        [
+            err_of(&one_op(Op::Silu, ty.clone())),
+            err_of(&one_op(Op::Mul, ty.clone())),
+            err_of(&one_op(Op::Scale { factor: 2.0 }, ty.clone())),
+            err_of(&one_op(Op::Transpose { perm: vec![0, 2, 1] }, tt)),
+        ],
+        ["tensor.silu at %3: the groq backend takes silu only inside swiglu (pass fuse-swiglu)", "tensor.mul at %3: the groq backend takes tensor.mul only as swiglu (pass fuse-swiglu) or as an rms_norm scale (pass fold-rms-norm-scale)", "tensor.scale at %3: the groq backend takes attention only as flash_attention, not tensor.scale (pass flash-attention)", "tensor.transpose at %3: the groq backend takes attention only as flash_attention, not a transpose [0, 2, 1] of its parts (pass flash-attention)"]
     );
     // An input other than the tokens.
     let mut g = Graph::new("t");
@@ -209,47 +136,41 @@ fn unsupported_forms_are_rejected_with_the_value() {
             name: "pixels".into(),
         },
         &[],
-        ty.clone(),
-    );
-    assert_eq!(
-        err_of(&g),
-        "%0 = input: input \"pixels\": the Groq target takes only \"tokens\""
-    );
-    // A transpose that is not a head view.
-    let mut g = Graph::new("t");
-    let x = g.add(
-        Op::Input {
-            name: "tokens".into(),
-        },
-        &[],
-        TensorType::new(DType::I32, vec![Dim::B, Dim::S]),
-    );
-    let t = g.add(
-        Op::Weight {
-            name: "token_embd.weight".into(),
-        },
-        &[],
-        TensorType::new(DType::F32, vec![Dim::c(16), Dim::c(8)]),
-    );
-    let e = g.add(Op::Embedding, &[t, x], ty.clone());
-    let p = g.add(
-        Op::Transpose {
-            perm: vec![0, 2, 1],
-        },
-        &[e],
-        TensorType::new(DType::F32, vec![Dim::B, Dim::c(8), Dim::S]),
-    );
-    g.add(
-        Op::Output {
-            name: "logits".into(),
-        },
-        &[p],
         ty,
     );
     assert_eq!(
         err_of(&g),
-        "%3 = tensor.transpose: transpose [0, 2, 1] is supported only as the head-first view [0, 2, 1, 3] of split rows, or [0, 1, 3, 2] of a KV cache"
+        "input at %0: the groq backend binds only the input \"tokens\", not \"pixels\""
     );
+}
+
+/// Ops of the phase the LPU mapping does not cover are rejected by the lowering itself.
+#[test]
+fn unmappable_uses_of_phase_ops_name_the_value() {
+    // A reshape that is not a head split or merge.
+    let tt = TensorType::new(
+        DType::F32,
+        vec![Dim::B, Dim::S, Dim::c(2), Dim::c(2), Dim::c(2)],
+    );
+    let e = lower(&one_op(Op::Reshape, tt)).unwrap_err();
+    assert!(matches!(e, LowerError::Op { value: 3, .. }), "{e:?}");
+    assert_eq!(e.to_string(), "%3 = tensor.reshape: reshape to f32[B, S, 2, 2, 2] is not a head split/merge of rows with 8 columns");
+}
+
+#[test]
+fn layers_share_one_signature_and_name_their_weights() {
+    let c = LlamaConfig::preset("llama3-70b").unwrap();
+    let g = pipeline_output(build_llama(&c, WeightSource::None).unwrap()).unwrap();
+    let m = lower(&g).unwrap();
+    assert_eq!(m.layer_count(), 80);
+    let sig = m.blocks[1].signature(&m);
+    assert!(m.blocks[1..81].iter().all(|b| b.signature(&m) == sig));
+    let lin = m.blocks[1]
+        .ops
+        .iter()
+        .filter(|o| matches!(o, MOp::Linear { .. }))
+        .count();
+    assert_eq!(lin, 7, "q, k, v, o, gate, up, down");
 }
 
 /// The pass pipeline's own `--target groq` output (qmatmul, rms_norm with a scale,
@@ -259,9 +180,7 @@ fn unsupported_forms_are_rejected_with_the_value() {
 /// within the quantization tolerance with the LPU's numerics.
 #[test]
 fn the_groq_pass_pipeline_output_compiles_and_matches() {
-    let mut g = tiny();
-    let pm = lpuc_passes::PassManager::default_for(lpuc_passes::TargetKind::Groq);
-    pm.run(&mut g, &mut std::io::sink()).unwrap();
+    let g = pipeline_output(tiny()).unwrap();
     let names: Vec<&str> = g.values().iter().map(|v| g.op(*v).name()).collect();
     assert!(names.contains(&"tensor.flash_attention") && names.contains(&"tensor.qmatmul"));
     let o = CompileOptions {

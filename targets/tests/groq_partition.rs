@@ -4,11 +4,11 @@
 use lpuc_ir::builder::{build_llama, LlamaConfig};
 use lpuc_ir::graph::{Graph, WeightSource};
 use lpuc_targets::groq::program::{CompileOptions, WeightMode};
-use lpuc_targets::groq::{compile, sim, MachineModel};
+use lpuc_targets::groq::{compile, pipeline_output, sim, MachineModel};
 
 fn graph(preset: &str) -> Graph {
     let c = LlamaConfig::preset(preset).unwrap();
-    build_llama(&c, WeightSource::None).unwrap()
+    pipeline_output(build_llama(&c, WeightSource::None).unwrap()).unwrap()
 }
 
 fn opts(chips: Option<u64>, batch: u64, weights: WeightMode, context: u64) -> CompileOptions {

@@ -6,11 +6,11 @@ use lpuc_ir::graph::WeightSource;
 use lpuc_targets::groq::check::{check, Violation};
 use lpuc_targets::groq::isa::{Op, Queue};
 use lpuc_targets::groq::program::{BlockProgram, CompileOptions, LpuProgram, WeightMode};
-use lpuc_targets::groq::{compile, sim, MachineModel};
+use lpuc_targets::groq::{compile, pipeline_output, sim, MachineModel};
 
 fn program(tp: u32, weights: WeightMode) -> LpuProgram {
     let c = LlamaConfig::preset("tiny").unwrap();
-    let g = build_llama(&c, WeightSource::Random { seed: 1 }).unwrap();
+    let g = pipeline_output(build_llama(&c, WeightSource::Random { seed: 1 }).unwrap()).unwrap();
     let o = CompileOptions {
         chips: None,
         tp: Some(tp),

@@ -29,7 +29,7 @@ use super::cost::Cycles;
 use super::isa::{dir_between, src_bands, Band, Floorplan, Instr, Op, Queue, Region, Resource};
 use super::model::MachineModel;
 use super::program::BlockProgram;
-use super::sched::{overlaps, write_ready};
+use super::timing::{overlaps, write_ready};
 
 /// One reason to reject a schedule.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -25,10 +25,11 @@ use std::collections::HashMap;
 use lpuc_ir::graph::Graph;
 use lpuc_ir::types::Sym;
 
-use super::codegen::{self, is_4bit, on_chip, GenError};
+use super::codegen::{self, is_4bit, GenError};
 use super::isa::{Floorplan, FloorplanError};
-use super::lower::{self, BlockKind, LowerError, LoweredModel, MOp};
+use super::lower::{self, LowerError};
 use super::model::MachineModel;
+use super::mops::{LoweredModel, MOp};
 use super::program::{
     AttnMap, BlockProgram, CompileOptions, GenConfig, LpuProgram, Stage, TensorKind, WeightMode,
 };
@@ -106,7 +107,7 @@ impl<'a> Programs<'a> {
         let key = (self.sigs[block].clone(), cfg.clone());
         if let Some(r) = self.memo.get(&key) {
             return r.clone().map_err(|err| CompileError::Gen {
-                block: block_name(self.model.blocks[block].kind),
+                block: self.model.blocks[block].kind.name(),
                 tp: cfg.tp,
                 err,
             });
@@ -117,7 +118,7 @@ impl<'a> Programs<'a> {
         if std::env::var_os("LPUC_GROQ_TIME").is_some() {
             eprintln!(
                 "groq: {} tp{} m{} s{} keys{} {}: {} in {:.2?}",
-                block_name(b.kind),
+                b.kind.name(),
                 cfg.tp,
                 cfg.seqs,
                 cfg.new_tokens,
@@ -140,7 +141,7 @@ impl<'a> Programs<'a> {
             Err(err) => {
                 self.memo.insert(key, Err(err.clone()));
                 Err(CompileError::Gen {
-                    block: block_name(b.kind),
+                    block: b.kind.name(),
                     tp: cfg.tp,
                     err,
                 })
@@ -174,14 +175,6 @@ impl<'a> Programs<'a> {
             act,
             table,
         })
-    }
-}
-
-pub fn block_name(k: BlockKind) -> String {
-    match k {
-        BlockKind::Head => "the head".into(),
-        BlockKind::Layer(n) => format!("layer {n}"),
-        BlockKind::Tail => "the tail".into(),
     }
 }
 
@@ -244,7 +237,7 @@ pub fn compile(
         }
     }
     let chip_blocks: Vec<usize> = (0..model.blocks.len())
-        .filter(|i| on_chip(&model.blocks[*i]))
+        .filter(|i| model.blocks[*i].on_chip())
         .collect();
     let sigs = model.blocks.iter().map(|b| b.signature(&model)).collect();
     let mut progs = Programs {
@@ -730,7 +723,7 @@ fn plan(
                         };
                         return Ok(Err(format!(
                             "{} does not place on one chip of {tp} ({why})",
-                            block_name(progs.model.blocks[b].kind)
+                            progs.model.blocks[b].kind.name()
                         )));
                     }
                 }
@@ -740,7 +733,7 @@ fn plan(
         if v.is_empty() {
             return Ok(Err(format!(
                 "{} does not place on one chip of {tp}",
-                block_name(progs.model.blocks[b].kind)
+                progs.model.blocks[b].kind.name()
             )));
         }
         vars.push(v);

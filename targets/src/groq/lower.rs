@@ -1,342 +1,84 @@
-//! Lowering, step 1: an IR graph → LPU **macro-ops** grouped in blocks.
+//! Lowering, step 1: the Groq pass pipeline's output → LPU **macro-ops** grouped in blocks.
 //!
 //! The LPU works on 320-lane vectors streamed between functional slices, not on N-d
 //! tensors, so this step keeps only what the hardware needs: every activation becomes a
 //! row matrix `[rows × cols]` (rows = token rows `B·S`, or sequences after `take_last`),
-//! and the IR's views (`reshape`, head-first `transpose`, `repeat_kv`) disappear into
-//! the ops that need a head structure (`Rope`, `Attention`, `KvAppend`).
+//! and the IR's views (`reshape`, the head-first `transpose`) disappear into the ops that
+//! need a head structure (`Rope`, `Attention`, `KvAppend`).
 //!
-//! Both graph forms are accepted and lower to the same macro-ops:
+//! The input is what `lpuc_passes::pipeline::GROQ_PIPELINE` produces; [`lower`] checks
+//! the phase "lowerable for groq" ([`lpuc_passes::lowerable::check`]) first, so every
+//! primitive form (`matmul(x, dequant(w))`, `mul(rms_norm(x), w)`, `mul(silu(a), b)`, the
+//! softmax attention chain) is refused there, naming the op, the value and the pass that
+//! fuses it. Nothing here recognizes a pattern: each accepted op maps to one macro-op.
 //!
-//! | primitive form (what `build_llama` emits)                     | fused form (passes)           | macro-op    |
-//! |---------------------------------------------------------------|-------------------------------|-------------|
-//! | `matmul(x, dequant(w))`, `matmul(x, w:f32)`                   | `qmatmul(x, w)`               | `Linear`    |
-//! | `mul(rms_norm(x), w)`                                         | `rms_norm(x, w)`              | `Norm`      |
-//! | `mul(silu(a), b)`                                             | `swiglu(a, b)`                | `SwiGlu`    |
-//! | `softmax(scale·matmul(q, repeat_kv(k)) + mask)·transpose(v)`  | `flash_attention(q, k, v)`    | `Attention` |
+//! | op (the pipeline's output)                 | macro-op    |
+//! |--------------------------------------------|-------------|
+//! | `qmatmul(x, w)`, `matmul(x, w)` (float w)  | `Linear`    |
+//! | `rms_norm(x)`, `rms_norm(x, w)`            | `Norm`      |
+//! | `swiglu(a, b)`                             | `SwiGlu`    |
+//! | `flash_attention(q, k, v)`                 | `Attention` |
+//! | `rope`, `kv_append`, `add`, `take_last`, `embedding`, `output` | the same |
+//! | `reshape` (head split/merge), `transpose [0, 2, 1, 3]` | a view, no op |
 //!
-//! `tile.*` annotations are accepted and ignored: on the LPU the tile is fixed by the
-//! MXM plane (320×320) and the vector (320 lanes).
+//! `tile.*` and `mem.*` annotations are accepted and ignored: on the LPU the tile is fixed
+//! by the MXM plane (320×320) and the vector (320 lanes), and SRAM is placed per chip by
+//! the code generator.
 //!
-//! Blocks: ops that touch a `blk.N.*` weight or cache belong to layer N; ops that only
-//! depend on earlier layers belong to the layer they extend (residual adds); ops with a
-//! non-layer weight belong to the head (before any layer) or the tail (after). Layers
-//! with equal [`Block::signature`] are scheduled once and replicated.
+//! **Order.** Macro-ops are emitted in a *structural* order (levels, ties depth-first
+//! from the outputs; see `structural_order`), never in node-creation order, which
+//! passes change freely (egg extraction, CSE). So two layers with one structure always
+//! get one op order (and share one schedule), and a rewrite that only renumbers nodes
+//! cannot change a schedule.
+//!
+//! Blocks: ops that touch a `blk.N.*` weight or cache belong to layer N
+//! ([`lpuc_ir::names::block_layer`]); ops that only depend on earlier layers belong to
+//! the layer they extend (residual adds); ops with a non-layer weight belong to the head
+//! (before any layer) or the tail (after). Layers with equal [`Block::signature`] are
+//! scheduled once and replicated.
 //!
 //! Invariant: every op of the graph is either lowered or rejected with a
 //! [`LowerError`] naming the value (`%N` as printed) and why.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use lpuc_ir::graph::Graph;
-use lpuc_ir::op::{Op, RopeStyle};
+use lpuc_ir::names::block_layer;
+use lpuc_ir::op::Op;
 use lpuc_ir::types::{Dim, Sym};
 use lpuc_ir::{DType, Value};
-use serde::{Deserialize, Serialize};
+use lpuc_passes::lowerable::{self, NotLowerable};
+use lpuc_passes::TargetKind;
 
-/// An activation tensor id (index into [`LoweredModel::tensors`]).
-pub type TId = u32;
-/// A weight id (index into [`LoweredModel::weights`]).
-pub type WId = u32;
-/// A KV-cache id (index into [`LoweredModel::caches`]).
-pub type CId = u32;
-
-/// What the rows of an activation count.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Rows {
-    /// One row per token of this call (`B·S`).
-    Tokens,
-    /// One row per sequence (`B`), after `take_last`.
-    Seqs,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TensorInfo {
-    pub rows: Rows,
-    pub cols: u64,
-}
-
-/// A weight as the graph declares it. Matrices are `[N, K]` (`[out, in]`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct WeightInfo {
-    pub name: String,
-    pub dtype: DType,
-    pub shape: Vec<u64>,
-}
-
-impl WeightInfo {
-    pub fn numel(&self) -> u64 {
-        self.shape.iter().product()
-    }
-}
-
-/// A KV cache: `kv_heads × head_dim` per row, `P` rows per sequence.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CacheInfo {
-    pub name: String,
-    pub kv_heads: u64,
-    pub head_dim: u64,
-}
-
-/// A macro-op: one unit of work the code generator knows how to map to LPU slices.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum MOp {
-    /// Row lookup of token ids into `table[V, D]`.
-    Embed {
-        table: WId,
-        out: TId,
-    },
-    /// RMS norm of each row, optionally times a `[D]` scale.
-    Norm {
-        x: TId,
-        w: Option<WId>,
-        eps: f32,
-        out: TId,
-    },
-    /// `x · wᵀ`, `w: [N, K]`. `act_q8`: the graph's op was `qmatmul` on a
-    /// block-quantized weight, whose meaning (the CPU int4 path, see the interpreter)
-    /// rounds activations to 8-bit blocks of 32 first.
-    Linear {
-        x: TId,
-        w: WId,
-        out: TId,
-        act_q8: bool,
-    },
-    /// Rotary embedding of `heads` heads of `head_dim` (cols = heads·head_dim).
-    Rope {
-        x: TId,
-        heads: u64,
-        head_dim: u64,
-        dims: u32,
-        theta: f32,
-        style: RopeStyle,
-        out: TId,
-    },
-    /// Append rows `x` (`kv_heads·head_dim` cols) to a cache at positions `P..P+S`.
-    KvAppend {
-        x: TId,
-        cache: CId,
-    },
-    /// Causal grouped-query attention of `q` (`heads·head_dim` cols) over caches.
-    Attention {
-        q: TId,
-        k: CId,
-        v: CId,
-        heads: u64,
-        kv_heads: u64,
-        head_dim: u64,
-        scale: f32,
-        out: TId,
-    },
-    SwiGlu {
-        gate: TId,
-        up: TId,
-        out: TId,
-    },
-    Add {
-        a: TId,
-        b: TId,
-        out: TId,
-    },
-    Mul {
-        a: TId,
-        b: TId,
-        out: TId,
-    },
-    Silu {
-        x: TId,
-        out: TId,
-    },
-    Scale {
-        x: TId,
-        factor: f32,
-        out: TId,
-    },
-    /// Keep the last token row of each sequence.
-    TakeLast {
-        x: TId,
-        out: TId,
-    },
-    Output {
-        x: TId,
-        name: String,
-    },
-}
-
-impl MOp {
-    pub fn name(&self) -> &'static str {
-        match self {
-            MOp::Embed { .. } => "embed",
-            MOp::Norm { .. } => "norm",
-            MOp::Linear { .. } => "linear",
-            MOp::Rope { .. } => "rope",
-            MOp::KvAppend { .. } => "kv_append",
-            MOp::Attention { .. } => "attention",
-            MOp::SwiGlu { .. } => "swiglu",
-            MOp::Add { .. } => "add",
-            MOp::Mul { .. } => "mul",
-            MOp::Silu { .. } => "silu",
-            MOp::Scale { .. } => "scale",
-            MOp::TakeLast { .. } => "take_last",
-            MOp::Output { .. } => "output",
-        }
-    }
-
-    /// Activation operands.
-    pub fn inputs(&self) -> Vec<TId> {
-        match self {
-            MOp::Embed { .. } => vec![],
-            MOp::Norm { x, .. }
-            | MOp::Linear { x, .. }
-            | MOp::Rope { x, .. }
-            | MOp::KvAppend { x, .. }
-            | MOp::Silu { x, .. }
-            | MOp::Scale { x, .. }
-            | MOp::TakeLast { x, .. }
-            | MOp::Output { x, .. } => vec![*x],
-            MOp::Attention { q, .. } => vec![*q],
-            MOp::SwiGlu { gate, up, .. } => vec![*gate, *up],
-            MOp::Add { a, b, .. } | MOp::Mul { a, b, .. } => vec![*a, *b],
-        }
-    }
-
-    pub fn output(&self) -> Option<TId> {
-        match self {
-            MOp::Embed { out, .. }
-            | MOp::Norm { out, .. }
-            | MOp::Linear { out, .. }
-            | MOp::Rope { out, .. }
-            | MOp::Attention { out, .. }
-            | MOp::SwiGlu { out, .. }
-            | MOp::Add { out, .. }
-            | MOp::Mul { out, .. }
-            | MOp::Silu { out, .. }
-            | MOp::Scale { out, .. }
-            | MOp::TakeLast { out, .. } => Some(*out),
-            MOp::KvAppend { .. } | MOp::Output { .. } => None,
-        }
-    }
-
-    pub fn weights(&self) -> Vec<WId> {
-        match self {
-            MOp::Embed { table, .. } => vec![*table],
-            MOp::Norm { w, .. } => w.iter().copied().collect(),
-            MOp::Linear { w, .. } => vec![*w],
-            _ => vec![],
-        }
-    }
-
-    pub fn caches(&self) -> Vec<CId> {
-        match self {
-            MOp::KvAppend { cache, .. } => vec![*cache],
-            MOp::Attention { k, v, .. } => vec![*k, *v],
-            _ => vec![],
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum BlockKind {
-    Head,
-    Layer(u32),
-    Tail,
-}
-
-/// A run of macro-ops executed on one pipeline stage.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Block {
-    pub kind: BlockKind,
-    pub ops: Vec<MOp>,
-    /// Activations read from earlier blocks (in first-use order).
-    pub inputs: Vec<TId>,
-    /// Activations later blocks read (in definition order).
-    pub outputs: Vec<TId>,
-}
-
-impl Block {
-    /// A structural fingerprint: equal for blocks that differ only in which weights,
-    /// caches and tensors they name (so one schedule serves all of them).
-    pub fn signature(&self, m: &LoweredModel) -> String {
-        let mut local: HashMap<TId, usize> = HashMap::new();
-        for (i, t) in self.inputs.iter().enumerate() {
-            local.insert(*t, i);
-        }
-        let mut s = String::new();
-        let id = |t: TId, local: &mut HashMap<TId, usize>| {
-            let n = local.len();
-            *local.entry(t).or_insert(n)
-        };
-        for op in &self.ops {
-            s.push_str(op.name());
-            for t in op.inputs() {
-                let i = id(t, &mut local);
-                let ti = &m.tensors[t as usize];
-                s.push_str(&format!(" t{i}:{:?}x{}", ti.rows, ti.cols));
-            }
-            for w in op.weights() {
-                let wi = &m.weights[w as usize];
-                s.push_str(&format!(" w:{}{:?}", wi.dtype, wi.shape));
-            }
-            for c in op.caches() {
-                let ci = &m.caches[c as usize];
-                s.push_str(&format!(" c:{}x{}", ci.kv_heads, ci.head_dim));
-            }
-            if let Some(o) = op.output() {
-                let i = id(o, &mut local);
-                s.push_str(&format!(" -> t{i}"));
-            }
-            match op {
-                MOp::Norm { eps, .. } => s.push_str(&format!(" eps={eps}")),
-                MOp::Rope {
-                    dims, theta, style, ..
-                } => s.push_str(&format!(" rope={dims},{theta},{style:?}")),
-                MOp::Attention { scale, .. } => s.push_str(&format!(" scale={scale}")),
-                MOp::Scale { factor, .. } => s.push_str(&format!(" f={factor}")),
-                MOp::Linear { act_q8: true, .. } => s.push_str(" q8"),
-                MOp::Output { name, .. } => s.push_str(&format!(" {name}")),
-                _ => {}
-            }
-            s.push(';');
-        }
-        s
-    }
-}
-
-/// The model as the Groq code generator sees it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LoweredModel {
-    pub name: String,
-    pub tensors: Vec<TensorInfo>,
-    pub weights: Vec<WeightInfo>,
-    pub caches: Vec<CacheInfo>,
-    pub blocks: Vec<Block>,
-    /// The graph's bounds: batch `B`, context `P`.
-    pub max_batch: Option<u64>,
-    pub max_ctx: Option<u64>,
-}
-
-impl LoweredModel {
-    pub fn layer_count(&self) -> usize {
-        self.blocks
-            .iter()
-            .filter(|b| matches!(b.kind, BlockKind::Layer(_)))
-            .count()
-    }
-
-    /// Total weight elements.
-    pub fn param_count(&self) -> u64 {
-        self.weights.iter().map(|w| w.numel()).sum()
-    }
-}
+use super::mops::{
+    Block, BlockKind, CId, CacheInfo, LoweredModel, MOp, Rows, TId, TensorInfo, WId, WeightInfo,
+};
 
 /// Why a graph cannot be lowered to the LPU.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("%{value} = {op}: {msg}")]
-pub struct LowerError {
-    /// The value's printed number.
-    pub value: usize,
-    pub op: &'static str,
-    pub msg: String,
+pub enum LowerError {
+    /// The graph is not in the phase "lowerable for groq": an op the pipeline should
+    /// have fused (the message names the op, the value and the pass).
+    #[error(transparent)]
+    NotLowerable(#[from] NotLowerable),
+    /// An op of the phase used in a way the LPU mapping does not cover.
+    #[error("%{value} = {op}: {msg}")]
+    Op {
+        /// The value's printed number.
+        value: usize,
+        op: &'static str,
+        msg: String,
+    },
+}
+
+impl LowerError {
+    fn graph(msg: impl Into<String>) -> LowerError {
+        LowerError::Op {
+            value: 0,
+            op: "graph",
+            msg: msg.into(),
+        }
+    }
 }
 
 /// How an IR value is represented while lowering.
@@ -352,33 +94,8 @@ enum L {
         heads_first: bool,
     },
     Weight(WId),
-    Dequant(WId),
-    Mask,
-    /// `kv_append` result (optionally repeated, optionally with the last two axes swapped).
-    Cache {
-        c: CId,
-        rep: u64,
-        transposed: bool,
-    },
-    /// `rms_norm(x)` without a scale, not yet used.
-    Norm0 {
-        x: TId,
-        eps: f32,
-    },
-    /// `silu(x)`, not yet used.
-    Silu0 {
-        x: TId,
-    },
-    /// Attention in progress: `q·kᵀ`, then scaled, masked, softmaxed.
-    Scores {
-        q: TId,
-        heads: u64,
-        head_dim: u64,
-        k: CId,
-        scale: f32,
-        masked: bool,
-        softmaxed: bool,
-    },
+    /// A `kv_append` result: the cache with every row so far.
+    Cache(CId),
 }
 
 struct Lowerer<'g> {
@@ -395,13 +112,17 @@ struct Lowerer<'g> {
     any_layer: bool,
 }
 
-/// Lowers a verified graph. The graph's weights may be absent (shapes only).
+/// Lowers the Groq pipeline's output (see [`lpuc_passes::pipeline::GROQ_PIPELINE`]); a
+/// graph outside the phase "lowerable for groq" is refused. Weights may be absent
+/// (shapes only).
 pub fn lower(g: &Graph) -> Result<LoweredModel, LowerError> {
-    let order = g.topo_order().map_err(|cyc| LowerError {
-        value: 0,
-        op: "graph",
-        msg: format!("the graph has a cycle through {} values", cyc.len()),
-    })?;
+    if let Err(cyc) = g.topo_order() {
+        return Err(LowerError::graph(format!(
+            "the graph has a cycle through {} values",
+            cyc.len()
+        )));
+    }
+    lowerable::check(g, TargetKind::Groq)?;
     let mut l = Lowerer {
         g,
         num: g.numbering(),
@@ -422,22 +143,92 @@ pub fn lower(g: &Graph) -> Result<LoweredModel, LowerError> {
         cache_ids: HashMap::new(),
         any_layer: false,
     };
-    for v in order {
+    for v in structural_order(g) {
         l.visit(v)?;
     }
     l.finish()
 }
 
-/// `blk.N.` prefix → N.
-fn layer_of(name: &str) -> Option<u32> {
-    let rest = name.strip_prefix("blk.")?;
-    let n = rest.split('.').next()?;
-    n.parse().ok()
+/// Every value once, operands before users, in an order fixed by the graph's structure
+/// alone (never by node ids, so not by the order in which passes created nodes):
+///
+/// 1. **Level**: an op's level is the longest chain of macro-ops below it (views,
+///    weights and inputs add nothing). Ops of one level are independent, so emitting
+///    them together lets the list scheduler overlap them.
+/// 2. A `kv_append` (the one state write; only attention reads its result) **sinks** to
+///    the level just below its first reader: it runs on the SXM and MEM, so the VXM work
+///    of its level (RoPE) goes first. This is also the order `build_llama` writes a
+///    layer in, which keeps the predictions made from it (README-groq.md).
+/// 3. Ties: depth-first post-order from the outputs (in printed order), operands in
+///    operand order — q before k before v, gate before up.
+fn structural_order(g: &Graph) -> Vec<Value> {
+    let dfs = dfs_post_order(g);
+    let index: HashMap<Value, usize> = dfs.iter().enumerate().map(|(i, v)| (*v, i)).collect();
+    let mut level: HashMap<Value, usize> = HashMap::new();
+    for v in &dfs {
+        let below = g.operands(*v).iter().map(|o| level[o]).max().unwrap_or(0);
+        let view = matches!(
+            g.op(*v),
+            Op::Reshape | Op::Transpose { .. } | Op::Weight { .. } | Op::Input { .. }
+        );
+        level.insert(*v, below + usize::from(!view));
+    }
+    let key = |v: &Value| -> (usize, usize) {
+        let own = level[v];
+        let sunk = match g.op(*v) {
+            Op::KvAppend { .. } => g
+                .users(*v)
+                .iter()
+                .map(|u| level[u])
+                .min()
+                .map_or(own, |first| own.max(first - 1)),
+            _ => own,
+        };
+        (sunk, index[v])
+    };
+    let mut order = dfs.clone();
+    order.sort_by_key(key);
+    order
+}
+
+/// Depth-first post-order from the outputs (in printed order), operands in operand order,
+/// then whatever the outputs do not reach.
+fn dfs_post_order(g: &Graph) -> Vec<Value> {
+    let printed = g.sorted_values();
+    let (outputs, rest): (Vec<Value>, Vec<Value>) = printed
+        .iter()
+        .partition(|v| matches!(g.op(**v), Op::Output { .. }));
+    let mut done: HashSet<Value> = HashSet::new();
+    let mut order = Vec::with_capacity(printed.len());
+    // Iterative: an 80-layer model is thousands of values deep.
+    let mut stack: Vec<(Value, usize)> = Vec::new();
+    for root in outputs.into_iter().chain(rest) {
+        if done.contains(&root) {
+            continue;
+        }
+        stack.push((root, 0));
+        while let Some((v, i)) = stack.pop() {
+            match g.operands(v).get(i) {
+                Some(&o) => {
+                    stack.push((v, i + 1));
+                    if !done.contains(&o) {
+                        stack.push((o, 0));
+                    }
+                }
+                None => {
+                    if done.insert(v) {
+                        order.push(v);
+                    }
+                }
+            }
+        }
+    }
+    order
 }
 
 impl<'g> Lowerer<'g> {
     fn err(&self, v: Value, msg: impl Into<String>) -> LowerError {
-        LowerError {
+        LowerError::Op {
             value: self.num.get(&v).copied().unwrap_or(0),
             op: self.g.op(v).name(),
             msg: msg.into(),
@@ -448,13 +239,20 @@ impl<'g> Lowerer<'g> {
         self.vals
             .get(&v)
             .cloned()
-            .expect("operands are visited before users (topological order)")
+            .expect("operands are visited before users (structural order)")
     }
 
-    fn new_tensor(&mut self, rows: Rows, cols: u64, block: BlockKind) -> TId {
+    fn new_tensor(&mut self, rows: Rows, cols: u64) -> TId {
         self.m.tensors.push(TensorInfo { rows, cols });
-        self.t_block.push(block);
+        // Overwritten by `push` with the block of the op that defines it.
+        self.t_block.push(BlockKind::Head);
         (self.m.tensors.len() - 1) as TId
+    }
+
+    /// A tensor shaped like `x`.
+    fn like(&mut self, x: TId) -> TId {
+        let t = self.m.tensors[x as usize].clone();
+        self.new_tensor(t.rows, t.cols)
     }
 
     fn weight(&mut self, name: &str, dtype: DType, shape: Vec<u64>) -> WId {
@@ -477,13 +275,13 @@ impl<'g> Lowerer<'g> {
         let mut layer: Option<u32> = None;
         let mut non_layer_weight = false;
         for w in weights {
-            match layer_of(&self.m.weights[*w as usize].name) {
+            match block_layer(&self.m.weights[*w as usize].name) {
                 Some(n) => layer = Some(layer.map_or(n, |l| l.max(n))),
                 None => non_layer_weight = true,
             }
         }
         for c in caches {
-            if let Some(n) = layer_of(&self.m.caches[*c as usize].name) {
+            if let Some(n) = block_layer(&self.m.caches[*c as usize].name) {
                 layer = Some(layer.map_or(n, |l| l.max(n)));
             }
         }
@@ -504,50 +302,22 @@ impl<'g> Lowerer<'g> {
         latest.unwrap_or(BlockKind::Head)
     }
 
-    fn push(&mut self, op: MOp) -> Option<TId> {
+    fn push(&mut self, op: MOp) {
         let b = self.block_for(&op.inputs(), &op.weights(), &op.caches());
         if matches!(b, BlockKind::Layer(_)) {
             self.any_layer = true;
         }
-        let out = op.output();
-        if let Some(o) = out {
+        if let Some(o) = op.output() {
             self.t_block[o as usize] = b;
         }
         self.ops.push(op);
         self.op_block.push(b);
-        out
     }
 
-    fn rows_of(&self, v: Value, x: TId) -> Result<Rows, LowerError> {
-        let _ = v;
-        Ok(self.m.tensors[x as usize].rows)
-    }
-
-    /// Materializes a pending value as an activation.
-    fn act(&mut self, v: Value, of: Value) -> Result<TId, LowerError> {
+    /// The activation operand `of` of `v`.
+    fn act(&self, v: Value, of: Value) -> Result<TId, LowerError> {
         match self.get(of) {
             L::Act { t, .. } => Ok(t),
-            L::Norm0 { x, eps } => {
-                let rows = self.rows_of(v, x)?;
-                let cols = self.m.tensors[x as usize].cols;
-                let out = self.new_tensor(rows, cols, BlockKind::Head);
-                self.push(MOp::Norm {
-                    x,
-                    w: None,
-                    eps,
-                    out,
-                });
-                self.vals.insert(of, act(out));
-                Ok(out)
-            }
-            L::Silu0 { x } => {
-                let rows = self.rows_of(v, x)?;
-                let cols = self.m.tensors[x as usize].cols;
-                let out = self.new_tensor(rows, cols, BlockKind::Head);
-                self.push(MOp::Silu { x, out });
-                self.vals.insert(of, act(out));
-                Ok(out)
-            }
             other => Err(self.err(
                 v,
                 format!(
@@ -572,22 +342,13 @@ impl<'g> Lowerer<'g> {
             .collect()
     }
 
-    /// Columns of an activation type `[.., cols]` with constant last dims; rows are
-    /// `B·S` (tokens) or `B` (when the token axis is the constant 1 after take_last).
+    /// One op of the phase → at most one macro-op (views produce none).
     fn visit(&mut self, v: Value) -> Result<(), LowerError> {
         let g = self.g;
         let ops = g.operands(v);
         let op = g.op(v).clone();
         let r = match &op {
-            Op::Input { name } => {
-                if name != "tokens" {
-                    return Err(self.err(
-                        v,
-                        format!("input \"{name}\": the Groq target takes only \"tokens\""),
-                    ));
-                }
-                L::Tokens
-            }
+            Op::Input { .. } => L::Tokens,
             Op::Weight { name } => {
                 let shape = self.const_shape(v)?;
                 L::Weight(self.weight(name, g.ty(v).dtype, shape))
@@ -600,51 +361,41 @@ impl<'g> Lowerer<'g> {
                 });
                 return Ok(());
             }
-            Op::Dequant => match self.get(ops[0]) {
-                L::Weight(w) => L::Dequant(w),
-                _ => return Err(self.err(v, "dequant of a computed value is not supported")),
-            },
             Op::Embedding => {
                 let (L::Weight(table), L::Tokens) = (self.get(ops[0]), self.get(ops[1])) else {
                     return Err(self.err(v, "embedding needs a weight table and the token ids"));
                 };
                 let cols = self.m.weights[table as usize].shape[1];
-                let out = self.new_tensor(Rows::Tokens, cols, BlockKind::Head);
+                let out = self.new_tensor(Rows::Tokens, cols);
                 self.push(MOp::Embed { table, out });
                 act(out)
             }
-            Op::CausalMask => L::Mask,
             Op::RmsNorm { eps } => {
                 let x = self.act(v, ops[0])?;
-                match ops.get(1) {
-                    None => L::Norm0 { x, eps: *eps },
-                    Some(w) => {
-                        let L::Weight(w) = self.get(*w) else {
-                            return Err(self.err(v, "the norm scale must be a weight"));
-                        };
-                        let t = &self.m.tensors[x as usize];
-                        let out = self.new_tensor(t.rows, t.cols, BlockKind::Head);
-                        self.push(MOp::Norm {
-                            x,
-                            w: Some(w),
-                            eps: *eps,
-                            out,
-                        });
-                        act(out)
+                let w = match ops.get(1).map(|w| self.get(*w)) {
+                    None => None,
+                    Some(L::Weight(w)) => Some(w),
+                    Some(_) => return Err(self.err(v, "the norm scale must be a weight")),
+                };
+                if let Some(w) = w {
+                    let wi = &self.m.weights[w as usize];
+                    let cols = self.m.tensors[x as usize].cols;
+                    if wi.dtype != DType::F32 || wi.shape != [cols] {
+                        return Err(self.err(v, format!("the norm scale must be f32[{cols}]")));
                     }
                 }
+                let out = self.like(x);
+                self.push(MOp::Norm {
+                    x,
+                    w,
+                    eps: *eps,
+                    out,
+                });
+                act(out)
             }
-            Op::Matmul | Op::QMatmul => self.matmul(v, &op, &ops)?,
+            Op::Matmul | Op::QMatmul => self.linear(v, &op, &ops)?,
             Op::Reshape => self.reshape(v, ops[0])?,
             Op::Transpose { perm } => self.transpose(v, ops[0], perm)?,
-            Op::RepeatKv { n_rep } => match self.get(ops[0]) {
-                L::Cache { c, rep, transposed } => L::Cache {
-                    c,
-                    rep: rep * u64::from(*n_rep),
-                    transposed,
-                },
-                _ => return Err(self.err(v, "repeat_kv is supported only on a KV cache")),
-            },
             Op::KvAppend { cache } => {
                 let L::Act {
                     t,
@@ -672,89 +423,26 @@ impl<'g> Lowerer<'g> {
                     }
                 };
                 self.push(MOp::KvAppend { x: t, cache: c });
-                L::Cache {
-                    c,
-                    rep: 1,
-                    transposed: false,
-                }
+                L::Cache(c)
             }
-            Op::Scale { factor } => match self.get(ops[0]) {
-                L::Scores {
-                    q,
-                    heads,
-                    head_dim,
-                    k,
-                    scale,
-                    masked: false,
-                    softmaxed: false,
-                } => L::Scores {
-                    q,
-                    heads,
-                    head_dim,
-                    k,
-                    scale: scale * factor,
-                    masked: false,
-                    softmaxed: false,
-                },
-                _ => {
-                    let x = self.act(v, ops[0])?;
-                    let t = self.m.tensors[x as usize].clone();
-                    let out = self.new_tensor(t.rows, t.cols, BlockKind::Head);
-                    self.push(MOp::Scale {
-                        x,
-                        factor: *factor,
-                        out,
-                    });
-                    self.keep_view(ops[0], out)
-                }
-            },
-            Op::Softmax => match self.get(ops[0]) {
-                L::Scores {
-                    q,
-                    heads,
-                    head_dim,
-                    k,
-                    scale,
-                    masked: true,
-                    softmaxed: false,
-                } => L::Scores {
-                    q,
-                    heads,
-                    head_dim,
-                    k,
-                    scale,
-                    masked: true,
-                    softmaxed: true,
-                },
-                L::Scores { masked: false, .. } => return Err(self.err(
-                    v,
-                    "attention without the causal mask is not supported (add tensor.causal_mask)",
-                )),
-                _ => {
-                    return Err(self.err(
-                        v,
-                        "softmax is supported only inside attention (softmax(scale·q·kᵀ + mask)·v)",
-                    ))
-                }
-            },
-            Op::Silu => {
-                let x = self.act(v, ops[0])?;
-                L::Silu0 { x }
+            Op::Add => {
+                let (a, b) = (self.act(v, ops[0])?, self.act(v, ops[1])?);
+                self.same_shape(v, a, b)?;
+                let out = self.like(a);
+                self.push(MOp::Add { a, b, out });
+                self.keep_view(ops[0], out)
             }
-            Op::Mul => self.mul(v, ops[0], ops[1])?,
-            Op::Add => self.add(v, ops[0], ops[1])?,
             Op::SwiGlu => {
-                let gate = self.act(v, ops[0])?;
-                let up = self.act(v, ops[1])?;
-                let t = self.m.tensors[gate as usize].clone();
-                let out = self.new_tensor(t.rows, t.cols, BlockKind::Head);
+                let (gate, up) = (self.act(v, ops[0])?, self.act(v, ops[1])?);
+                self.same_shape(v, gate, up)?;
+                let out = self.like(gate);
                 self.push(MOp::SwiGlu { gate, up, out });
                 act(out)
             }
             Op::TakeLast => {
                 let x = self.act(v, ops[0])?;
                 let cols = self.m.tensors[x as usize].cols;
-                let out = self.new_tensor(Rows::Seqs, cols, BlockKind::Head);
+                let out = self.new_tensor(Rows::Seqs, cols);
                 self.push(MOp::TakeLast { x, out });
                 act(out)
             }
@@ -771,8 +459,7 @@ impl<'g> Lowerer<'g> {
                 if heads == 0 {
                     return Err(self.err(v, "rope needs rows split into heads [B, S, H, D]"));
                 }
-                let ti = self.m.tensors[t as usize].clone();
-                let out = self.new_tensor(ti.rows, ti.cols, BlockKind::Head);
+                let out = self.like(t);
                 self.push(MOp::Rope {
                     x: t,
                     heads,
@@ -789,34 +476,20 @@ impl<'g> Lowerer<'g> {
                     heads_first: false,
                 }
             }
-            Op::FlashAttention { scale, .. } => {
-                let L::Act {
-                    t: q,
-                    heads,
-                    head_dim,
-                    heads_first: true,
-                } = self.get(ops[0])
-                else {
-                    return Err(self.err(v, "flash_attention needs heads-first q [B, H, S, D]"));
-                };
-                let (
-                    L::Cache {
-                        c: k,
-                        rep: 1,
-                        transposed: false,
-                    },
-                    L::Cache {
-                        c: vc,
-                        rep: 1,
-                        transposed: false,
-                    },
-                ) = (self.get(ops[1]), self.get(ops[2]))
-                else {
-                    return Err(
-                        self.err(v, "flash_attention needs the kv_append results as k and v")
-                    );
-                };
-                self.attention(v, q, heads, head_dim, k, vc, *scale)?
+            Op::FlashAttention { scale, .. } => self.attention(v, &ops, *scale)?,
+            // Refused by `lowerable::check` before lowering starts; kept as an error, not
+            // a panic, so a gap between the phase and this match names the op.
+            Op::Dequant
+            | Op::Softmax
+            | Op::Scale { .. }
+            | Op::CausalMask
+            | Op::RepeatKv { .. }
+            | Op::Silu
+            | Op::Mul => {
+                return Err(self.err(
+                    v,
+                    "not in the phase \"lowerable for groq\" (lpuc_passes::lowerable)",
+                ))
             }
         };
         self.vals.insert(v, r);
@@ -840,16 +513,20 @@ impl<'g> Lowerer<'g> {
         }
     }
 
-    fn attention(
-        &mut self,
-        v: Value,
-        q: TId,
-        heads: u64,
-        head_dim: u64,
-        k: CId,
-        vc: CId,
-        scale: f32,
-    ) -> Result<L, LowerError> {
+    /// `flash_attention(q, k, v)`: heads-first queries over two `kv_append` results.
+    fn attention(&mut self, v: Value, ops: &[Value], scale: f32) -> Result<L, LowerError> {
+        let L::Act {
+            t: q,
+            heads,
+            head_dim,
+            heads_first: true,
+        } = self.get(ops[0])
+        else {
+            return Err(self.err(v, "flash_attention needs heads-first q [B, H, S, D]"));
+        };
+        let (L::Cache(k), L::Cache(vc)) = (self.get(ops[1]), self.get(ops[2])) else {
+            return Err(self.err(v, "flash_attention needs the kv_append results as k and v"));
+        };
         let kvh = self.m.caches[k as usize].kv_heads;
         if self.m.caches[vc as usize].kv_heads != kvh
             || self.m.caches[k as usize].head_dim != head_dim
@@ -863,7 +540,7 @@ impl<'g> Lowerer<'g> {
             ));
         }
         let rows = self.m.tensors[q as usize].rows;
-        let out = self.new_tensor(rows, heads * head_dim, BlockKind::Head);
+        let out = self.new_tensor(rows, heads * head_dim);
         self.push(MOp::Attention {
             q,
             k,
@@ -882,86 +559,27 @@ impl<'g> Lowerer<'g> {
         })
     }
 
-    fn matmul(&mut self, v: Value, op: &Op, ops: &[Value]) -> Result<L, LowerError> {
-        let (a, b) = (self.get(ops[0]), self.get(ops[1]));
-        let w = match (op, &b) {
-            (Op::Matmul, L::Dequant(w)) => Some(*w),
-            (Op::QMatmul, L::Weight(w)) => Some(*w),
-            (Op::Matmul, L::Weight(w)) if self.m.weights[*w as usize].dtype == DType::F32 => {
-                Some(*w)
-            }
-            _ => None,
+    /// `qmatmul(x, w)` or `matmul(x, w)` with a float weight `w: [N, K]`.
+    fn linear(&mut self, v: Value, op: &Op, ops: &[Value]) -> Result<L, LowerError> {
+        let L::Weight(w) = self.get(ops[1]) else {
+            return Err(self.err(v, "the second operand of a projection must be a weight"));
         };
-        if let Some(w) = w {
-            if self.m.weights[w as usize].shape.len() != 2 {
-                return Err(self.err(v, "the weight of a matmul must be a matrix [N, K]"));
-            }
-            let x = self.act(v, ops[0])?;
-            let (n, k) = {
-                let s = &self.m.weights[w as usize].shape;
-                (s[0], s[1])
-            };
-            if self.m.tensors[x as usize].cols != k {
-                return Err(self.err(v, "matmul inner dimensions disagree"));
-            }
-            let rows = self.m.tensors[x as usize].rows;
-            let out = self.new_tensor(rows, n, BlockKind::Head);
-            let act_q8 = *op == Op::QMatmul && self.m.weights[w as usize].dtype.is_quantized();
-            self.push(MOp::Linear { x, w, out, act_q8 });
-            return Ok(act(out));
+        if self.m.weights[w as usize].shape.len() != 2 {
+            return Err(self.err(v, "the weight of a matmul must be a matrix [N, K]"));
         }
-        // Attention: q·kᵀ, then probs·vᵀᵀ.
-        match (a, b) {
-            (
-                L::Act {
-                    t: q,
-                    heads,
-                    head_dim,
-                    heads_first: true,
-                },
-                L::Cache {
-                    c,
-                    rep,
-                    transposed: false,
-                },
-            ) if op == &Op::Matmul && self.m.caches[c as usize].kv_heads * rep == heads => {
-                Ok(L::Scores {
-                    q,
-                    heads,
-                    head_dim,
-                    k: c,
-                    scale: 1.0,
-                    masked: false,
-                    softmaxed: false,
-                })
-            }
-            (
-                L::Scores {
-                    q,
-                    heads,
-                    head_dim,
-                    k,
-                    scale,
-                    masked: true,
-                    softmaxed: true,
-                },
-                L::Cache {
-                    c,
-                    rep,
-                    transposed: true,
-                },
-            ) if op == &Op::Matmul && self.m.caches[c as usize].kv_heads * rep == heads => {
-                self.attention(v, q, heads, head_dim, k, c, scale)
-            }
-            (L::Scores { softmaxed: false, .. }, _) => Err(self.err(
-                v,
-                "attention scores must go through scale, the causal mask and softmax before multiplying by v",
-            )),
-            _ => Err(self.err(
-                v,
-                "only x·wᵀ with a weight (matmul(x, dequant(w)), qmatmul) and attention (q·kᵀ, probs·v) are supported",
-            )),
+        let x = self.act(v, ops[0])?;
+        let (n, k) = {
+            let s = &self.m.weights[w as usize].shape;
+            (s[0], s[1])
+        };
+        if self.m.tensors[x as usize].cols != k {
+            return Err(self.err(v, "matmul inner dimensions disagree"));
         }
+        let rows = self.m.tensors[x as usize].rows;
+        let out = self.new_tensor(rows, n);
+        let act_q8 = *op == Op::QMatmul && self.m.weights[w as usize].dtype.is_quantized();
+        self.push(MOp::Linear { x, w, out, act_q8 });
+        Ok(act(out))
     }
 
     fn reshape(&mut self, v: Value, x: Value) -> Result<L, LowerError> {
@@ -1026,112 +644,13 @@ impl<'g> Lowerer<'g> {
                 head_dim,
                 heads_first: !heads_first,
             }),
-            (
-                L::Cache {
-                    c,
-                    rep,
-                    transposed: false,
-                },
-                [0, 1, 3, 2],
-            ) => Ok(L::Cache {
-                c,
-                rep,
-                transposed: true,
-            }),
-            _ => Err(self.err(
+            (other, _) => Err(self.err(
                 v,
                 format!(
-                    "transpose {perm:?} is supported only as the head-first view [0, 2, 1, 3] of split rows, or [0, 1, 3, 2] of a KV cache"
+                    "transpose {perm:?} of {} is not the head-first view [0, 2, 1, 3] of rows split into heads",
+                    describe(&other)
                 ),
             )),
-        }
-    }
-
-    fn mul(&mut self, v: Value, a: Value, b: Value) -> Result<L, LowerError> {
-        match (self.get(a), self.get(b)) {
-            (L::Norm0 { x, eps }, L::Weight(w)) | (L::Weight(w), L::Norm0 { x, eps }) => {
-                let wi = &self.m.weights[w as usize];
-                let cols = self.m.tensors[x as usize].cols;
-                if wi.dtype != DType::F32 || wi.shape != [cols] {
-                    return Err(self.err(v, format!("the norm scale must be f32[{cols}]")));
-                }
-                let rows = self.m.tensors[x as usize].rows;
-                let out = self.new_tensor(rows, cols, BlockKind::Head);
-                self.push(MOp::Norm {
-                    x,
-                    w: Some(w),
-                    eps,
-                    out,
-                });
-                Ok(act(out))
-            }
-            (L::Silu0 { x: gate }, _) => {
-                let up = self.act(v, b)?;
-                self.same_shape(v, gate, up)?;
-                let t = self.m.tensors[gate as usize].clone();
-                let out = self.new_tensor(t.rows, t.cols, BlockKind::Head);
-                self.push(MOp::SwiGlu { gate, up, out });
-                Ok(act(out))
-            }
-            (_, L::Silu0 { x: gate }) => {
-                let up = self.act(v, a)?;
-                self.same_shape(v, gate, up)?;
-                let t = self.m.tensors[gate as usize].clone();
-                let out = self.new_tensor(t.rows, t.cols, BlockKind::Head);
-                self.push(MOp::SwiGlu { gate, up, out });
-                Ok(act(out))
-            }
-            _ => {
-                let x = self.act(v, a)?;
-                let y = self.act(v, b)?;
-                self.same_shape(v, x, y)?;
-                let t = self.m.tensors[x as usize].clone();
-                let out = self.new_tensor(t.rows, t.cols, BlockKind::Head);
-                self.push(MOp::Mul { a: x, b: y, out });
-                Ok(self.keep_view(a, out))
-            }
-        }
-    }
-
-    fn add(&mut self, v: Value, a: Value, b: Value) -> Result<L, LowerError> {
-        match (self.get(a), self.get(b)) {
-            (L::Scores { .. }, L::Mask) | (L::Mask, L::Scores { .. }) => {
-                let s = if matches!(self.get(a), L::Scores { .. }) {
-                    a
-                } else {
-                    b
-                };
-                let L::Scores {
-                    q,
-                    heads,
-                    head_dim,
-                    k,
-                    scale,
-                    masked: false,
-                    softmaxed: false,
-                } = self.get(s)
-                else {
-                    return Err(self.err(v, "the causal mask must be added once, before softmax"));
-                };
-                Ok(L::Scores {
-                    q,
-                    heads,
-                    head_dim,
-                    k,
-                    scale,
-                    masked: true,
-                    softmaxed: false,
-                })
-            }
-            _ => {
-                let x = self.act(v, a)?;
-                let y = self.act(v, b)?;
-                self.same_shape(v, x, y)?;
-                let t = self.m.tensors[x as usize].clone();
-                let out = self.new_tensor(t.rows, t.cols, BlockKind::Head);
-                self.push(MOp::Add { a: x, b: y, out });
-                Ok(self.keep_view(a, out))
-            }
         }
     }
 
@@ -1185,7 +704,7 @@ impl<'g> Lowerer<'g> {
                     let d = def.get(&t).copied().unwrap_or(0);
                     if d != bi {
                         if d > bi {
-                            return Err(LowerError {
+                            return Err(LowerError::Op {
                                 value: 0,
                                 op: op.name(),
                                 msg: format!(
@@ -1210,12 +729,11 @@ impl<'g> Lowerer<'g> {
         }
         // A value used two or more blocks later would have to be carried through the
         // stages in between; LLaMA graphs never do that (the residual passes each layer).
-        for b in &blocks {
+        for (here, b) in blocks.iter().enumerate() {
             for t in &b.inputs {
                 let d = def.get(t).copied().unwrap_or(0);
-                let here = blocks.iter().position(|x| std::ptr::eq(x, b)).unwrap_or(0);
                 if d + 1 != here {
-                    return Err(LowerError {
+                    return Err(LowerError::Op {
                         value: 0,
                         op: "block",
                         msg: format!(
@@ -1227,11 +745,7 @@ impl<'g> Lowerer<'g> {
             }
         }
         if blocks.is_empty() {
-            return Err(LowerError {
-                value: 0,
-                op: "graph",
-                msg: "the graph has no ops to lower".into(),
-            });
+            return Err(LowerError::graph("the graph has no ops to lower"));
         }
         self.m.blocks = blocks;
         Ok(self.m)
@@ -1260,12 +774,7 @@ fn describe(l: &L) -> &'static str {
         L::Tokens => "the token ids",
         L::Act { .. } => "an activation",
         L::Weight(_) => "a weight",
-        L::Dequant(_) => "a dequantized weight",
-        L::Mask => "the causal mask",
-        L::Cache { .. } => "a KV cache",
-        L::Norm0 { .. } => "a norm",
-        L::Silu0 { .. } => "a silu",
-        L::Scores { .. } => "attention scores",
+        L::Cache(_) => "a KV cache",
     }
 }
 
@@ -1279,6 +788,7 @@ mod tests {
     fn tiny_lowers_to_head_layers_tail() {
         let c = LlamaConfig::preset("tiny").unwrap();
         let g = build_llama(&c, WeightSource::None).unwrap();
+        let g = crate::groq::pipeline_output(g).unwrap();
         let m = lower(&g).unwrap();
         let kinds: Vec<BlockKind> = m.blocks.iter().map(|b| b.kind).collect();
         assert_eq!(

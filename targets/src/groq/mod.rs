@@ -87,14 +87,29 @@
 //!
 //! | module | does | invariant it keeps |
 //! |---|---|---|
-//! | [`lower`] | IR graph (primitive or fused form) → macro-ops in blocks (head, layers, tail) | every op lowered or rejected naming its `%N` |
-//! | [`codegen`] | one block on one chip: SRAM placement, 320×320 weight-stationary tiles, VXM/SXM ops, collectives → chains of instructions | no two operands of one chain on one slice |
+//! | [`lower`] | the Groq pipeline's output (phase "lowerable for groq") → macro-ops in blocks (head, layers, tail) | every op lowered or refused naming its `%N`; op order structural |
+//! | [`codegen`] | one block on one chip: instruction selection per op family (`isel_linear`, `isel_attention`, `isel_vector`, `collectives`), SRAM allocation (`alloc`), one place-and-repair loop (`place`) → scheduled instructions | no two operands of one chain on one slice |
 //! | [`sched`] | chains → queues and cycles, with reservation tables | the timing law inside chains; no resource held twice |
 //! | [`check`] | re-derives every fact from the instructions; rejects conflicts and late operands | nothing trusted from the scheduler |
 //! | [`compile`] | tensor × pipeline parallelism, per-block int4/int8, batching, from scheduled blocks | every stage within the usable SRAM |
 //! | [`sim`] | pipeline timing, lower bound, utilization, TTFT | times only checked schedules |
 //! | [`functional`] | executes the schedule on data; compares with the interpreter | int8/fp16 numerics; exact mode bit-faithful |
 //! | [`trace`] | `--emit=asm` listing, Perfetto trace | one track per exclusive unit |
+//!
+//! # Layering (lowest first; a module uses only those above it)
+//!
+//! 1. [`model`], [`profile`], [`report`], [`cost`] — the machine model as data, its
+//!    loader and table, the cost primitives.
+//! 2. [`isa`] — instructions, the floorplan, each instruction's timing law; [`timing`] —
+//!    the facts the scheduler plans with and the checker re-derives (when a write is
+//!    readable, whether two regions overlap), so neither depends on the other.
+//! 3. [`mops`] — the macro-op program (lowering's output); [`program`] — the scheduled
+//!    artifact (`LpuProgram`, `BlockProgram`).
+//! 4. The analyses read only a program (layers 1–3): [`check`], then [`sim`] (times
+//!    checked schedules), then [`functional`] (validates with `sim`); [`trace`].
+//! 5. The producers: [`lower`] (graph → macro-ops), [`sched`] (chains → cycles),
+//!    [`codegen`] (macro-ops → chains, placed through `sched`), and [`compile`], the
+//!    driver (partitioning by scheduled makespans, timed with `sim`).
 //!
 //! Phase 2 adds no hardware numbers: every cycle comes from the profile through the
 //! primitives above or the ISA's timing law (`isa.rs`), and every assumption it makes
@@ -109,12 +124,24 @@ pub mod functional;
 pub mod isa;
 pub mod lower;
 pub mod model;
+pub mod mops;
 pub mod profile;
 pub mod program;
 pub mod report;
 pub mod sched;
 pub mod sim;
+pub mod timing;
 pub mod trace;
+
+/// Runs the Groq pass pipeline (`lpuc_passes::pipeline::GROQ_PIPELINE`) on `g`: what the
+/// driver does before [`compile::compile`], for tests and library users that start
+/// from `build_llama`'s primitive graph. The error is the pipeline's, as text.
+pub fn pipeline_output(mut g: lpuc_ir::Graph) -> Result<lpuc_ir::Graph, String> {
+    lpuc_passes::PassManager::default_for(lpuc_passes::TargetKind::Groq)
+        .run(&mut g, &mut std::io::sink())
+        .map_err(|e| e.to_string())?;
+    Ok(g)
+}
 
 pub use cost::{Cost, CostError, Cycles, MatmulShape, MxmDtype, Peaks};
 pub use model::{MachineModel, Param, ProfileStatus, SliceId, SliceKind};

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::cost::Cycles;
 use super::isa::{Elem, Floorplan, Instr, MemAt, Region};
-use super::lower::{BlockKind, CId, LoweredModel, TId, WId};
 use super::model::MachineModel;
+use super::mops::{BlockKind, CId, LoweredModel, TId, WId};
 
 /// What a tensor of a block program holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

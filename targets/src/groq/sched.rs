@@ -28,6 +28,7 @@ use super::isa::{
     dir_between, in_pos_of, out_delay_of, src_bands, Band, Dir, Floorplan, Instr, Op, Queue,
     Region, Resource, Src, SxmFn,
 };
+use super::timing::{overlaps, write_ready};
 
 /// Which queue a chain node may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -410,32 +411,6 @@ pub struct Scheduler<'a> {
     /// Writes per tensor: (region, cycle the data is complete).
     writes: BTreeMap<u32, Vec<(Region, Cycles)>>,
     pub instrs: Vec<Instr>,
-}
-
-/// Cycle at which a written region can be read (all vectors in SRAM).
-pub fn write_ready(fp: &Floorplan, ins: &Instr) -> Cycles {
-    let last = ins
-        .slice_issues(fp)
-        .iter()
-        .map(|(_, t)| *t)
-        .max()
-        .unwrap_or(ins.issue);
-    last + ins.occ + fp.d_func
-}
-
-/// Whether two regions of one tensor overlap (row steps are bounded by their span).
-pub fn overlaps(a: &Region, b: &Region) -> bool {
-    let span = |r: &Region| {
-        let last = r.row0 + r.step * r.rows.saturating_sub(1);
-        (r.row0, last + 1)
-    };
-    let (a0, a1) = span(a);
-    let (b0, b1) = span(b);
-    a.tensor == b.tensor
-        && a0 < b1
-        && b0 < a1
-        && a.col0 < b.col0 + b.cols
-        && b.col0 < a.col0 + a.cols
 }
 
 impl<'a> Scheduler<'a> {

@@ -15,7 +15,6 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use super::compile::block_name;
 use super::isa::{Floorplan, Instr, Op, Queue};
 use super::program::{BlockProgram, LpuProgram};
 
@@ -85,7 +84,7 @@ pub fn listing(fp: &Floorplan, p: &BlockProgram, title: &str) -> String {
     let _ = writeln!(
         out,
         "; {title}: {} — tp {}, {} seq × {} token(s), {} keys, {} — {} instructions, makespan {} cycles",
-        block_name(p.kind),
+        p.kind.name(),
         c.tp,
         c.seqs,
         c.new_tokens,
@@ -194,7 +193,7 @@ pub fn trace_json(p: &LpuProgram) -> Value {
                         "tid": tid,
                         "ts": us(offset + t),
                         "dur": us(dur),
-                        "args": {"instr": k, "block": block_name(block), "op": op, "cycle": offset + t}
+                        "args": {"instr": k, "block": block.name(), "op": op, "cycle": offset + t}
                     }));
                 }
             }

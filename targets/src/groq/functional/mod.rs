@@ -27,20 +27,30 @@
 //! differ by the quantization error — reported, with a tolerance the tests pin.
 //! `Numerics::Exact` runs the same schedule with every rounding removed (a debugging
 //! mode, not hardware): it isolates the schedule's dataflow from the quantization error.
+//!
+//! Here: the runner (instructions of a block in cycle order on every chip, streams, SRAM,
+//! MXM buffers and accumulators, collectives) and the comparison; `vxm`: the arithmetic
+//! of every VXM function and of the SXM lane tree; `data`: matrices, regions, weight
+//! shards.
 
 use std::collections::HashMap;
 
-use half::f16;
 use lpuc_ir::graph::WeightSource;
 use lpuc_ir::interp::Interpreter;
 use lpuc_ir::weights::WeightStore;
 use serde::Serialize;
 
-use super::codegen::block_slots;
-use super::isa::{Finish, GatherBy, Op, Reduce, Region, SxmFn, VxmFn};
-use super::lower::{MOp, TId};
+mod data;
+mod vxm;
+
+use super::isa::{GatherBy, Op, Region, SxmFn};
+use super::mops::{MOp, TId};
 use super::program::{BlockProgram, LpuProgram, Split, TensorKind};
-use super::sched::write_ready;
+use super::timing::write_ready;
+use data::{
+    head_cols, head_rows, read_region, requant, shard_of, transpose_mat, write_region, Mat, Shard,
+};
+use vxm::lane_tree;
 
 /// Arithmetic of the functional simulation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -69,103 +79,6 @@ pub enum FuncError {
         instr: usize,
         msg: String,
     },
-}
-
-/// A dense row-major matrix flowing on a stream or held in SRAM.
-#[derive(Clone, Debug, Default)]
-struct Mat {
-    rows: usize,
-    cols: usize,
-    data: Vec<f32>,
-    /// Row reciprocal scales of the weight tile this stream carries (int4 unpack).
-    inv: Option<Vec<f32>>,
-}
-
-impl Mat {
-    fn new(rows: usize, cols: usize) -> Mat {
-        Mat {
-            rows,
-            cols,
-            data: vec![0.0; rows * cols],
-            inv: None,
-        }
-    }
-    fn at(&self, r: usize, c: usize) -> f32 {
-        self.data[r * self.cols + c]
-    }
-}
-
-fn to_f16(x: f32) -> f32 {
-    f16::from_f32(x).to_f32()
-}
-
-/// Reference values of one chip's weight shard and its int8 form.
-#[derive(Clone, Debug)]
-struct Shard {
-    /// `[n × k]` dequantized source values.
-    w: Vec<f32>,
-    n: usize,
-    k: usize,
-    /// Per row: scale (`max |w| / 127`) and its reciprocal.
-    scale: Vec<f32>,
-    inv: Vec<f32>,
-}
-
-/// `round(w · inv)` clamped to the int8 range: the one requantization formula used by
-/// the load-time int8 conversion and by the VXM's int4 unpack alike.
-fn requant(w: f32, inv: f32) -> f32 {
-    (w * inv).round().clamp(-127.0, 127.0)
-}
-
-fn shard_of(
-    store: &dyn WeightStore,
-    name: &str,
-    split: Split,
-    rank: usize,
-    t: usize,
-) -> Result<Shard, FuncError> {
-    let v = store.get(name).ok_or_else(|| {
-        FuncError::Weights(format!("weight \"{name}\" is not in the weight store"))
-    })?;
-    let numel: u64 = v.shape.iter().product();
-    let mut all = vec![0f32; numel as usize];
-    lpuc_ir::quant::dequantize(v.dtype, v.bytes, &mut all)
-        .map_err(|e| FuncError::Weights(format!("weight \"{name}\": {e}")))?;
-    let (n, k) = match v.shape {
-        [n, k] => (*n as usize, *k as usize),
-        [k] => (1, *k as usize),
-        _ => {
-            return Err(FuncError::Weights(format!(
-                "weight \"{name}\" is not a matrix or vector"
-            )))
-        }
-    };
-    let (r0, nr, c0, nc) = match split {
-        Split::None => (0, n, 0, k),
-        Split::Rows => (rank * n / t, n / t, 0, k),
-        Split::Cols => (0, n, rank * k / t, k / t),
-    };
-    let mut w = Vec::with_capacity(nr * nc);
-    for r in r0..r0 + nr {
-        w.extend_from_slice(&all[r * k + c0..r * k + c0 + nc]);
-    }
-    let mut scale = Vec::with_capacity(nr);
-    let mut inv = Vec::with_capacity(nr);
-    for r in 0..nr {
-        let m = w[r * nc..(r + 1) * nc]
-            .iter()
-            .fold(0f32, |a, x| a.max(x.abs()));
-        let s = if m > 0.0 { m / 127.0 } else { 1.0 };
-        scale.push(s);
-        inv.push(1.0 / s);
-    }
-    Ok(Shard {
-        w,
-        n: nr,
-        k: nc,
-        scale,
-        inv,
-    })
 }
 
 /// Per-step comparison of one sequence's logits.
@@ -220,7 +133,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Maps `id` from the program's template block to `block` through the slot list
-    /// `pick` selects from `block_slots` (same position, other block); unmapped ids stay.
+    /// `pick` selects from `Block::slots` (same position, other block); unmapped ids stay.
     fn instance_slot(
         &self,
         prog: &BlockProgram,
@@ -233,7 +146,7 @@ impl<'a> Runner<'a> {
             .iter()
             .position(|b| b.kind == prog.kind)
             .unwrap_or(block);
-        let (t, i) = (block_slots(&blocks[template]), block_slots(&blocks[block]));
+        let (t, i) = (blocks[template].slots(), blocks[block].slots());
         let pos = pick(&t).iter().position(|x| *x == id);
         pos.and_then(|k| pick(&i).get(k).copied()).unwrap_or(id)
     }
@@ -603,393 +516,6 @@ impl<'a> Runner<'a> {
         };
         Ok((outs, logits))
     }
-
-    fn vxm(
-        &self,
-        f: &VxmFn,
-        s: &[Mat],
-        pos: &[u64],
-        rank: usize,
-        t: usize,
-        exact: bool,
-    ) -> Result<Mat, String> {
-        let need = |n: usize| {
-            if s.len() < n {
-                Err(format!("{} needs {n} operands, has {}", f.name(), s.len()))
-            } else {
-                Ok(())
-            }
-        };
-        need(1)?;
-        let x = &s[0];
-        let map = |g: &dyn Fn(f32) -> f32| Mat {
-            rows: x.rows,
-            cols: x.cols,
-            data: x.data.iter().map(|v| g(*v)).collect(),
-            inv: None,
-        };
-        let row_scalar = |m: &Mat, r: usize| m.data[r.min(m.rows.saturating_sub(1)) * m.cols];
-        Ok(match f {
-            VxmFn::Unpack4 => {
-                // The tile's rows are rows of a weight shard: requantize each with its
-                // row's scale, exactly as the load-time int8 conversion does.
-                let Some(inv) = &x.inv else {
-                    return Err("unpack of a stream that is not a weight tile".into());
-                };
-                if exact {
-                    x.clone()
-                } else {
-                    let mut m = x.clone();
-                    for r in 0..m.rows {
-                        for c in 0..m.cols {
-                            m.data[r * m.cols + c] = requant(x.at(r, c), inv[r]);
-                        }
-                    }
-                    m.inv = None;
-                    m
-                }
-            }
-            VxmFn::Dequant => {
-                need(3)?;
-                let (a, sc) = (&s[1], &s[2]);
-                let mut m = Mat::new(x.rows, x.cols);
-                for r in 0..x.rows {
-                    let ar = if exact { 1.0 } else { row_scalar(a, r) };
-                    for c in 0..x.cols {
-                        let sv = if exact { 1.0 } else { sc.data[c] };
-                        m.data[r * x.cols + c] = x.at(r, c) * (ar * sv);
-                    }
-                }
-                m
-            }
-            VxmFn::Partial(op) => {
-                let mut m = Mat::new(x.rows, 320);
-                for r in 0..x.rows {
-                    let mut lanes = vec![ident(*op); 320];
-                    for c in 0..x.cols {
-                        let v = x.at(r, c);
-                        let v = match op {
-                            Reduce::SumSq => v * v,
-                            Reduce::AbsMax => v.abs(),
-                            _ => v,
-                        };
-                        let l = c % 320;
-                        lanes[l] = combine(*op, lanes[l], v);
-                    }
-                    m.data[r * 320..(r + 1) * 320].copy_from_slice(&lanes);
-                }
-                m
-            }
-            VxmFn::Finish(fin) => {
-                let mut m = Mat::new(x.rows, 1);
-                for r in 0..x.rows {
-                    let v = row_scalar(x, r);
-                    m.data[r] = match fin {
-                        Finish::RmsRecip { n, eps } => 1.0 / (v / *n as f32 + eps).sqrt(),
-                        Finish::Int8Scale => {
-                            if exact {
-                                1.0
-                            } else if v > 0.0 {
-                                v / 127.0
-                            } else {
-                                1.0
-                            }
-                        }
-                        Finish::Recip => 1.0 / v,
-                        Finish::Identity => v,
-                    };
-                }
-                m
-            }
-            VxmFn::Quantize { ref_q8 } => {
-                need(2)?;
-                if exact {
-                    // The graph's own meaning: exact, or (qmatmul) 8-bit blocks of 32.
-                    if *ref_q8 && x.cols % 32 == 0 {
-                        let t = lpuc_ir::interp::Tensor::new(vec![x.rows, x.cols], x.data.clone());
-                        let q = lpuc_ir::interp::quantize_activations(&t)?;
-                        return Ok(Mat {
-                            rows: x.rows,
-                            cols: x.cols,
-                            data: q.data,
-                            inv: None,
-                        });
-                    }
-                    return Ok(x.clone());
-                }
-                let mut m = Mat::new(x.rows, x.cols);
-                for r in 0..x.rows {
-                    let a = row_scalar(&s[1], r);
-                    for c in 0..x.cols {
-                        m.data[r * x.cols + c] = (x.at(r, c) / a).round().clamp(-127.0, 127.0);
-                    }
-                }
-                m
-            }
-            VxmFn::NormApply { has_w } => {
-                need(if *has_w { 3 } else { 2 })?;
-                let mut m = Mat::new(x.rows, x.cols);
-                for r in 0..x.rows {
-                    let rr = row_scalar(&s[1], r);
-                    for c in 0..x.cols {
-                        let w = if *has_w { s[2].data[c] } else { 1.0 };
-                        m.data[r * x.cols + c] = x.at(r, c) * rr * w;
-                    }
-                }
-                m
-            }
-            VxmFn::Rope {
-                heads,
-                head_dim,
-                dims,
-                neox,
-                ..
-            } => {
-                need(2)?;
-                let trig = &s[1];
-                let mut m = x.clone();
-                m.inv = None;
-                let (hd, half) = (*head_dim as usize, *dims as usize / 2);
-                for r in 0..x.rows {
-                    for h in 0..*heads as usize {
-                        for i in 0..half {
-                            let (i0, i1) = if *neox {
-                                (i, i + half)
-                            } else {
-                                (2 * i, 2 * i + 1)
-                            };
-                            let (c0, c1) = (h * hd + i0, h * hd + i1);
-                            let (co, si) = (trig.at(r, 2 * i), trig.at(r, 2 * i + 1));
-                            let (a, b) = (x.at(r, c0), x.at(r, c1));
-                            m.data[r * x.cols + c0] = a * co - b * si;
-                            m.data[r * x.cols + c1] = a * si + b * co;
-                        }
-                    }
-                }
-                m
-            }
-            VxmFn::ScaleMask {
-                scale,
-                key0,
-                seq,
-                rows_per_head,
-            } => {
-                let p0 = pos.get(*seq as usize).copied().unwrap_or(0);
-                let mut m = Mat::new(x.rows, x.cols);
-                for r in 0..x.rows {
-                    let limit = p0 + (r % *rows_per_head as usize) as u64;
-                    for c in 0..x.cols {
-                        let key = u64::from(*key0) + c as u64;
-                        m.data[r * x.cols + c] = if key > limit {
-                            f32::NEG_INFINITY
-                        } else {
-                            x.at(r, c) * scale
-                        };
-                    }
-                }
-                m
-            }
-            VxmFn::ExpSub => {
-                need(2)?;
-                let mut m = Mat::new(x.rows, x.cols);
-                for r in 0..x.rows {
-                    let mx = row_scalar(&s[1], r);
-                    for c in 0..x.cols {
-                        let v = x.at(r, c);
-                        m.data[r * x.cols + c] = if v == f32::NEG_INFINITY {
-                            0.0
-                        } else {
-                            (v - mx).exp()
-                        };
-                    }
-                }
-                m
-            }
-            VxmFn::MulRow { to_f16: half } => {
-                need(2)?;
-                let mut m = Mat::new(x.rows, x.cols);
-                for r in 0..x.rows {
-                    let k = row_scalar(&s[1], r);
-                    for c in 0..x.cols {
-                        let v = x.at(r, c) * k;
-                        m.data[r * x.cols + c] = if *half && !exact { to_f16(v) } else { v };
-                    }
-                }
-                m
-            }
-            VxmFn::SwiGlu => {
-                need(2)?;
-                let mut m = Mat::new(x.rows, x.cols);
-                for (i, (a, b)) in x.data.iter().zip(&s[1].data).enumerate() {
-                    m.data[i] = a / (1.0 + (-a).exp()) * b;
-                }
-                m
-            }
-            VxmFn::Add | VxmFn::Mul => {
-                need(2)?;
-                let mut m = Mat::new(x.rows, x.cols);
-                for (i, (a, b)) in x.data.iter().zip(&s[1].data).enumerate() {
-                    m.data[i] = if matches!(f, VxmFn::Add) {
-                        a + b
-                    } else {
-                        a * b
-                    };
-                }
-                m
-            }
-            VxmFn::Silu => map(&|a| a / (1.0 + (-a).exp())),
-            VxmFn::Scale(k) => map(&|a| a * k),
-            VxmFn::ToF16 => {
-                if exact {
-                    map(&|a| a)
-                } else {
-                    map(&to_f16)
-                }
-            }
-            VxmFn::Copy | VxmFn::DequantRows => map(&|a| a),
-            VxmFn::AddN(n) => {
-                need(*n as usize)?;
-                let mut m = Mat::new(x.rows, x.cols);
-                for part in &s[..*n as usize] {
-                    for (i, v) in part.data.iter().enumerate() {
-                        m.data[i] += v;
-                    }
-                }
-                m
-            }
-            VxmFn::Sum(n) => {
-                let n = *n as usize;
-                need(n)?;
-                // Input o came from rank − o; sum in rank order so every chip agrees.
-                let mut order: Vec<(usize, &Mat)> =
-                    (0..n).map(|o| ((rank + t - o % t) % t, &s[o])).collect();
-                order.sort_by_key(|(r, _)| *r);
-                let mut m = Mat::new(x.rows, x.cols);
-                for (_, part) in order {
-                    for (i, v) in part.data.iter().enumerate() {
-                        let v = if exact { *v } else { to_f16(*v) };
-                        m.data[i] += v;
-                    }
-                }
-                m
-            }
-        })
-    }
-}
-
-fn ident(op: Reduce) -> f32 {
-    match op {
-        Reduce::Sum | Reduce::SumSq | Reduce::AbsMax => 0.0,
-        Reduce::Max => f32::NEG_INFINITY,
-    }
-}
-
-fn combine(op: Reduce, a: f32, b: f32) -> f32 {
-    match op {
-        Reduce::Sum | Reduce::SumSq => a + b,
-        Reduce::AbsMax | Reduce::Max => a.max(b),
-    }
-}
-
-/// Binary tree over 320 lanes (padded to 512 with the identity), halving each step.
-fn lane_tree(x: &Mat, op: Reduce) -> Mat {
-    let mut m = Mat::new(x.rows, 1);
-    for r in 0..x.rows {
-        let mut v = vec![ident(op); 512];
-        v[..x.cols.min(512)].copy_from_slice(&x.data[r * x.cols..r * x.cols + x.cols.min(512)]);
-        let mut half = 256;
-        while half >= 1 {
-            for i in 0..half {
-                v[i] = combine(op, v[i], v[i + half]);
-            }
-            half /= 2;
-        }
-        m.data[r] = v[0];
-    }
-    m
-}
-
-fn read_region(m: &Mat, r: &Region) -> Result<Mat, String> {
-    let rows = r.rows as usize;
-    let cols = r.cols as usize;
-    let mut v = Mat::new(rows, cols);
-    for i in 0..rows {
-        let row = r.row0 as usize + i * r.step as usize;
-        if row >= m.rows || r.col0 as usize + cols > m.cols {
-            return Err(format!(
-                "reads rows {row} / cols {}..{} outside a {}×{} tensor",
-                r.col0,
-                r.col0 as usize + cols,
-                m.rows,
-                m.cols
-            ));
-        }
-        v.data[i * cols..(i + 1) * cols].copy_from_slice(
-            &m.data[row * m.cols + r.col0 as usize..row * m.cols + r.col0 as usize + cols],
-        );
-    }
-    Ok(v)
-}
-
-fn write_region(m: &mut Mat, r: &Region, v: &Mat) -> Result<(), String> {
-    let rows = r.rows as usize;
-    let cols = r.cols as usize;
-    if v.rows * v.cols != rows * cols {
-        return Err(format!(
-            "writes a {}×{} stream into a {rows}×{cols} region",
-            v.rows, v.cols
-        ));
-    }
-    for i in 0..rows {
-        let row = r.row0 as usize + i * r.step as usize;
-        if row >= m.rows || r.col0 as usize + cols > m.cols {
-            return Err(format!(
-                "writes row {row} outside a {}×{} tensor",
-                m.rows, m.cols
-            ));
-        }
-        for j in 0..cols {
-            m.data[row * m.cols + r.col0 as usize + j] = v.data[i * cols + j];
-        }
-    }
-    Ok(())
-}
-
-fn transpose_mat(x: &Mat) -> Mat {
-    let mut m = Mat::new(x.cols, x.rows);
-    for r in 0..x.rows {
-        for c in 0..x.cols {
-            m.data[c * x.rows + r] = x.at(r, c);
-        }
-    }
-    m
-}
-
-/// `[s × g·d]` → `[g·s × d]`: row `i·s + r` is head `i` of row `r`.
-fn head_rows(x: &Mat, g: usize, d: usize) -> Mat {
-    let s = x.rows;
-    let mut m = Mat::new(g * s, d);
-    for r in 0..s {
-        for i in 0..g {
-            for j in 0..d {
-                m.data[(i * s + r) * d + j] = x.at(r, i * d + j);
-            }
-        }
-    }
-    m
-}
-
-fn head_cols(x: &Mat, g: usize, d: usize) -> Mat {
-    let s = x.rows / g.max(1);
-    let mut m = Mat::new(s, g * d);
-    for r in 0..s {
-        for i in 0..g {
-            for j in 0..d {
-                m.data[r * g * d + i * d + j] = x.at(i * s + r, j);
-            }
-        }
-    }
-    m
 }
 
 /// Logits per step, per sequence.
