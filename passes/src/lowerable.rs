@@ -101,8 +101,8 @@ fn refusal(g: &Graph, v: Value, t: TargetKind) -> Option<String> {
         | Op::FlashAttention { .. } => None,
         Op::RmsNorm { .. } => {
             // A bare rms_norm whose only user multiplies it by a weight is an unfolded scale.
-            let unfolded = g.operands(v).len() == 1
-                && g.users(v).iter().any(|u| matches!(g.op(*u), Op::Mul));
+            let unfolded =
+                g.operands(v).len() == 1 && g.users(v).iter().any(|u| matches!(g.op(*u), Op::Mul));
             unfolded.then(|| {
                 format!("the {t} backend takes rms_norm with its scale folded in, not followed by tensor.mul (pass fold-rms-norm-scale)")
             })
@@ -143,9 +143,19 @@ fn refusal(g: &Graph, v: Value, t: TargetKind) -> Option<String> {
         Op::Silu => Some(format!(
             "the {t} backend takes silu only inside swiglu (pass fuse-swiglu)"
         )),
-        Op::Mul => Some(format!(
-            "the {t} backend takes tensor.mul only as swiglu (pass fuse-swiglu) or as an rms_norm scale (pass fold-rms-norm-scale)"
-        )),
+        Op::Mul => {
+            // Name the pass that would have taken this mul: the one its operands point at.
+            let feeds = |want: fn(&Op) -> bool| g.operands(v).iter().any(|o| want(g.op(*o)));
+            Some(if feeds(|o| matches!(o, Op::Silu)) {
+                format!("the {t} backend takes silu·b only as swiglu (pass fuse-swiglu)")
+            } else if feeds(|o| matches!(o, Op::RmsNorm { .. })) {
+                format!("the {t} backend takes rms_norm(x)·w only with the scale folded in (pass fold-rms-norm-scale)")
+            } else {
+                format!(
+                    "the {t} backend takes tensor.mul only as swiglu or as an rms_norm scale (passes fuse-swiglu, fold-rms-norm-scale)"
+                )
+            })
+        }
     }
 }
 
