@@ -151,6 +151,11 @@ fn compile_flags_that_would_truncate_are_refused() {
         let o = lpuc(&["compile", &ir, "--target", "groq", flag, v, "-o", &lpu]);
         refused(&o, &[flag]);
     }
+    // A batch the scheduler would take minutes over is refused at once, with the reason.
+    let o = lpuc(&[
+        "compile", &ir, "--target", "groq", "--batch", "1000", "-o", &lpu,
+    ]);
+    refused(&o, &["--batch 1000", "compile time"]);
 }
 
 // --- 2. resources --------------------------------------------------------------------------

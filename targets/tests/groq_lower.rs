@@ -197,3 +197,15 @@ fn the_groq_pass_pipeline_output_compiles_and_matches() {
     assert!(r.max_rel_diff <= 0.05, "{}", r.max_rel_diff);
     assert!(r.top1_agreement >= 0.99);
 }
+
+/// A weight renamed into another layer breaks the block order; the error names the op, its
+/// weights and the likely cause instead of two block kinds.
+#[test]
+fn a_weight_named_for_another_layer_is_explained() {
+    let fused = pipeline_output(tiny()).unwrap();
+    let text = lpuc_ir::text::print(&fused).replace("blk.0.attn_q.weight", "blk.5.attn_q.weight");
+    let g = lpuc_ir::text::parse_and_verify(&text, "renamed.ir").unwrap();
+    let e = lower(&g).unwrap_err().to_string();
+    assert!(e.contains("of layer 5") && e.contains("of layer 0"), "{e}");
+    assert!(e.contains("renamed tensor"), "{e}");
+}

@@ -48,6 +48,12 @@ pub enum CompileError {
     Floorplan(#[from] FloorplanError),
     #[error("--batch must be at least 1")]
     ZeroBatch,
+    #[error("{flag} {got} is too large (at most {max}; for --batch, the schedule's compile time grows faster than linearly with it)")]
+    TooLarge {
+        flag: &'static str,
+        got: u64,
+        max: u64,
+    },
     #[error("--context must be at least 1")]
     ZeroContext,
     #[error("--context {got} exceeds the model's context bound P <= {bound}")]
@@ -60,10 +66,11 @@ pub enum CompileError {
     TooManyChips { got: u64, max: u64 },
     #[error("no tensor-parallel degree up to {node} chips shards this model: {why}")]
     NoShard { node: u64, why: String },
-    #[error("{model} does not fit {chips} chips with --weights {weights}, --batch {batch}, --context {context}: {why}")]
+    #[error("{model} does not fit {chips} with --weights {weights}, --batch {batch}, --context {context}: {why}")]
     DoesNotFit {
         model: String,
-        chips: u64,
+        /// "N chips", or with `--chips auto` the profile's largest system.
+        chips: String,
         weights: &'static str,
         batch: u64,
         context: u64,
@@ -188,6 +195,11 @@ struct Plan {
     period: f64,
 }
 
+/// The largest batch a compile takes. The scheduler's time grows faster than linearly with
+/// the batch (measured on `tiny`: 5 s at 64, 12 s at 96, 27 s at 128, over 100 s at 256,
+/// mostly in `Scheduler::place`), so a larger batch would look like a hang.
+pub const MAX_BATCH: u64 = 128;
+
 /// Compiles a verified graph for the Groq target.
 pub fn compile(
     g: &Graph,
@@ -196,6 +208,17 @@ pub fn compile(
 ) -> Result<LpuProgram, CompileError> {
     if opts.batch == 0 {
         return Err(CompileError::ZeroBatch);
+    }
+    // Every size below becomes a u32 cycle or row count: refuse what would not fit rather
+    // than truncate it (a truncated batch once divided by zero).
+    for (flag, got, max) in [
+        ("--batch", opts.batch, MAX_BATCH),
+        ("--context", opts.context, u64::from(u32::MAX)),
+        ("--prompt", opts.prompt, u64::from(u32::MAX)),
+    ] {
+        if got > max {
+            return Err(CompileError::TooLarge { flag, got, max });
+        }
     }
     if opts.context == 0 {
         return Err(CompileError::ZeroContext);
@@ -371,7 +394,13 @@ pub fn compile(
     let Some(best) = best else {
         return Err(CompileError::DoesNotFit {
             model: model.name.clone(),
-            chips: opts.chips.unwrap_or(0),
+            chips: match opts.chips {
+                Some(c) => format!("{c} chips"),
+                None => format!(
+                    "any system of this profile (--chips auto, up to {} chips)",
+                    m.system.max_chips.get()
+                ),
+            },
             weights: weights_mode.name(),
             batch: opts.batch,
             context: opts.context,
@@ -488,7 +517,7 @@ pub fn compile(
             Some(what) if chunk == 1 => {
                 return Err(CompileError::DoesNotFit {
                     model: model.name.clone(),
-                    chips: best.tp as u64 * best.stages.len() as u64,
+                    chips: format!("{} chips", best.tp as u64 * best.stages.len() as u64),
                     weights: weights_mode.name(),
                     batch: opts.batch,
                     context: opts.context,

@@ -69,15 +69,14 @@ pub enum LowerError {
         op: &'static str,
         msg: String,
     },
+    /// A property of the whole graph (a cycle, the block order).
+    #[error("{0}")]
+    Graph(String),
 }
 
 impl LowerError {
     fn graph(msg: impl Into<String>) -> LowerError {
-        LowerError::Op {
-            value: 0,
-            op: "graph",
-            msg: msg.into(),
-        }
+        LowerError::Graph(msg.into())
     }
 }
 
@@ -704,14 +703,31 @@ impl<'g> Lowerer<'g> {
                     let d = def.get(&t).copied().unwrap_or(0);
                     if d != bi {
                         if d > bi {
-                            return Err(LowerError::Op {
-                                value: 0,
-                                op: op.name(),
-                                msg: format!(
-                                    "block {:?} uses a value that block {:?} defines later",
-                                    b.kind, blocks[d].kind
-                                ),
-                            });
+                            // Name the producer: its weights carry the `blk.N` that put it
+                            // in the later block.
+                            let producer = blocks[d].ops.iter().find(|p| p.output() == Some(t));
+                            let names: Vec<&str> = producer
+                                .map(|p| p.weights())
+                                .unwrap_or_default()
+                                .iter()
+                                .filter_map(|w| self.m.weights.get(*w as usize))
+                                .map(|w| w.name.as_str())
+                                .collect();
+                            return Err(LowerError::graph(format!(
+                                "the {} of {} (weights: {}) feeds the {} of {}, an earlier \
+                                 block: blocks are ordered by the `blk.N` in weight and cache \
+                                 names, so a weight or cache named for another layer than the \
+                                 one it is used in (a renamed tensor?) breaks the order",
+                                producer.map_or("op", |p| p.name()),
+                                blocks[d].kind.name(),
+                                if names.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    names.join(", ")
+                                },
+                                op.name(),
+                                b.kind.name(),
+                            )));
                         }
                         uses.push((bi, t));
                     }
