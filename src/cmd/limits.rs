@@ -85,19 +85,32 @@ pub fn check_count(flag: &str, v: u64, max: u64) -> anyhow::Result<u64> {
 /// tiles). `None` if the product does not fit in `u64`.
 pub fn kv_cache_bytes(cfg: &LlamaConfig, ctx: u64) -> Option<u64> {
     let tiles = ctx.checked_add(15)? / 16 * 16;
-    u64::from(cfg.n_layers)
-        .checked_mul(2)?
+    // K and V each in their own dtype (f16 or f32).
+    let per_token = u64::from(cfg.n_layers)
         .checked_mul(cfg.n_kv_heads)?
-        .checked_mul(tiles)?
-        .checked_mul(cfg.head_dim)?
-        .checked_mul(4)
+        .checked_mul(cfg.head_dim)?;
+    let k = per_token.checked_mul(cache_elem_bytes(cfg.cache_k_dtype))?;
+    let v = per_token.checked_mul(cache_elem_bytes(cfg.cache_v_dtype))?;
+    k.checked_add(v)?.checked_mul(tiles)
+}
+
+fn cache_elem_bytes(d: lpuc_ir::DType) -> u64 {
+    if d == lpuc_ir::DType::F16 {
+        2
+    } else {
+        4
+    }
 }
 
 /// Refuses a context whose KV caches would not fit in `limit` bytes of memory.
 pub fn check_kv_memory(flag: &str, cfg: &LlamaConfig, ctx: u64, limit: u64) -> anyhow::Result<()> {
     let how = format!(
-        "{} layers × 2 × {} kv-heads × {ctx} tokens × {} head-dim × 4 bytes",
-        cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
+        "{} layers × {} kv-heads × {ctx} tokens × {} head-dim × ({} + {}) bytes for K and V",
+        cfg.n_layers,
+        cfg.n_kv_heads,
+        cfg.head_dim,
+        cache_elem_bytes(cfg.cache_k_dtype),
+        cache_elem_bytes(cfg.cache_v_dtype)
     );
     match kv_cache_bytes(cfg, ctx) {
         Some(b) if b <= limit => Ok(()),
@@ -230,6 +243,11 @@ mod tests {
         // 30 layers × 2 × 3 kv-heads × 4096 × 64 × 4 bytes.
         assert_eq!(kv_cache_bytes(&cfg, 4096), Some(30 * 2 * 3 * 4096 * 64 * 4));
         assert_eq!(kv_cache_bytes(&cfg, u64::MAX), None);
+        // An f16 cache (the default of `lpuc run`) is half of that.
+        let mut h = cfg.clone();
+        h.cache_k_dtype = lpuc_ir::DType::F16;
+        h.cache_v_dtype = lpuc_ir::DType::F16;
+        assert_eq!(kv_cache_bytes(&h, 4096), Some(30 * 2 * 3 * 4096 * 64 * 2));
         assert!(check_kv_memory("-c", &cfg, 10_000_000, 24 << 30).is_err());
         assert!(check_kv_memory("-c", &cfg, 4096, 24 << 30).is_ok());
     }
