@@ -340,6 +340,42 @@ fn rope_matches_interpreter_formula() {
     }
 }
 
+/// The interpreter's attention for kernel-layout `q: [s, h, d]` against `k, v: [kvh, t, d]`,
+/// returned in the kernel's layout `[s, h, d]`.
+#[allow(clippy::too_many_arguments)]
+fn reference_attention(
+    q: &[f32],
+    kf: &[f32],
+    vf: &[f32],
+    h: usize,
+    kvh: usize,
+    s: usize,
+    t: usize,
+    d: usize,
+    scale: f32,
+) -> Vec<f32> {
+    use lpuc_ir::interp::{attention, Tensor};
+    let mut qt = vec![0f32; h * s * d];
+    for i in 0..s {
+        for hh in 0..h {
+            qt[(hh * s + i) * d..][..d].copy_from_slice(&q[(i * h + hh) * d..][..d]);
+        }
+    }
+    let rt = attention(
+        &Tensor::new(vec![1, h, s, d], qt),
+        &Tensor::new(vec![1, kvh, t, d], kf.to_vec()),
+        &Tensor::new(vec![1, kvh, t, d], vf.to_vec()),
+        scale,
+    );
+    let mut want = vec![0f32; s * h * d];
+    for i in 0..s {
+        for hh in 0..h {
+            want[(i * h + hh) * d..][..d].copy_from_slice(&rt.data[(hh * s + i) * d..][..d]);
+        }
+    }
+    want
+}
+
 type KvApp = extern "C" fn(*const f32, *mut f32, i64, i64, i64);
 type Attn = extern "C" fn(*const f32, *const f32, *const f32, *mut f32, i64, i64, i64, i64, i64);
 
@@ -460,26 +496,7 @@ fn kv_append_and_flash_attention_match_reference() {
             rows,
             cap as i64,
         );
-        // Reference in the interpreter's layout [1, h, s, d].
-        let mut qt = vec![0f32; h * s * d];
-        for i in 0..s {
-            for hh in 0..h {
-                qt[(hh * s + i) * d..][..d].copy_from_slice(&q[(i * h + hh) * d..][..d]);
-            }
-        }
-        use lpuc_ir::interp::{attention, Tensor};
-        let rt = attention(
-            &Tensor::new(vec![1, h, s, d], qt),
-            &Tensor::new(vec![1, kvh, t, d], kf.clone()),
-            &Tensor::new(vec![1, kvh, t, d], vf.clone()),
-            0.25,
-        );
-        let mut want = vec![0f32; s * h * d];
-        for i in 0..s {
-            for hh in 0..h {
-                want[(i * h + hh) * d..][..d].copy_from_slice(&rt.data[(hh * s + i) * d..][..d]);
-            }
-        }
+        let want = reference_attention(&q, &kf, &vf, h, kvh, s, t, d, 0.25);
         close(
             &o,
             &want,
@@ -560,25 +577,7 @@ fn f16_kv_cache_rounds_like_the_interpreter() {
         (h * s) as i64,
         cap as i64,
     );
-    let mut qt = vec![0f32; h * s * d];
-    for i in 0..s {
-        for hh in 0..h {
-            qt[(hh * s + i) * d..][..d].copy_from_slice(&q[(i * h + hh) * d..][..d]);
-        }
-    }
-    use lpuc_ir::interp::{attention, Tensor};
-    let rt = attention(
-        &Tensor::new(vec![1, h, s, d], qt),
-        &Tensor::new(vec![1, kvh, s, d], kf),
-        &Tensor::new(vec![1, kvh, s, d], vf),
-        0.25,
-    );
-    let mut want = vec![0f32; s * h * d];
-    for i in 0..s {
-        for hh in 0..h {
-            want[(i * h + hh) * d..][..d].copy_from_slice(&rt.data[(hh * s + i) * d..][..d]);
-        }
-    }
+    let want = reference_attention(&q, &kf, &vf, h, kvh, s, s, d, 0.25);
     close(&o, &want, 1e-5, "attention over f16 caches");
 }
 
