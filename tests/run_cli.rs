@@ -7,6 +7,10 @@ fn model() -> Option<String> {
     let p = lpuc_runtime::fetch::default_model_path();
     if !p.is_file() {
         if std::env::var("LPUC_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
+            eprintln!(
+                "skipped: the real model is missing at {} and LPUC_SKIP_MODEL_TESTS=1",
+                p.display()
+            );
             return None;
         }
         panic!(
