@@ -205,3 +205,24 @@ fn tiny_matches_interpreter_on_every_tier() {
         assert_eq!(argmax(&a.data), argmax(&b), "tier {}", tier.name());
     }
 }
+
+/// A prompt longer than the memory plan's `S` (`-ub`) prefills in chunks, and every row is
+/// computed exactly as in one call (per-row quantization, causal attention over the same
+/// keys), so the logits are bit-identical.
+#[test]
+fn chunked_prefill_equals_one_call() {
+    let (g, w) = tiny(false);
+    let prompt: Vec<u32> = vec![1, 17, 200, 3, 99, 45, 7, 128, 5, 66, 12];
+    let whole = {
+        let mut j = lpuc_driver::jit_store(g.clone(), &w, 2, &Default::default()).unwrap();
+        j.forward(&prompt).unwrap()
+    };
+    for ub in [1u64, 4, 5] {
+        let l = lpuc_driver::lower_cpu(g.clone(), ub, &Default::default(), &mut std::io::sink())
+            .unwrap();
+        let mut j = JitForward::new(&l.graph, &w, 2).unwrap();
+        let chunked = j.forward(&prompt).unwrap();
+        assert_eq!(chunked, whole, "-ub {ub}");
+        assert_eq!(j.past(), prompt.len());
+    }
+}
