@@ -24,7 +24,7 @@ fn model() -> Option<Model> {
     if !p.is_file() {
         if std::env::var("LPUC_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
             eprintln!(
-                "skipping: {} missing and LPUC_SKIP_MODEL_TESTS=1",
+                "skipped: {} missing and LPUC_SKIP_MODEL_TESTS=1",
                 p.display()
             );
             return None;

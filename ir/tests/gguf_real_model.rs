@@ -6,23 +6,22 @@
 
 use lpuc_ir::gguf::GgufFile;
 use lpuc_ir::DType;
-use std::path::Path;
-
-const MODEL: &str = "/root/.cache/lpuc/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 fn open_model() -> Option<GgufFile> {
-    let path = Path::new(MODEL);
+    // Where `lpuc fetch` puts it ($LPUC_CACHE_DIR or the user's cache directory).
+    let path = lpuc_runtime::fetch::default_model_path();
+    let shown = path.display();
     if !path.exists() {
         if std::env::var("LPUC_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
-            eprintln!("skipping real-model test: {MODEL} missing and LPUC_SKIP_MODEL_TESTS=1");
+            eprintln!("skipped: real-model test: {shown} missing and LPUC_SKIP_MODEL_TESTS=1");
             return None;
         }
         panic!(
-            "real-model test needs {MODEL} (SmolLM2-135M-Instruct.Q4_1.gguf, 98362432 bytes); \
-             put it there, or set LPUC_SKIP_MODEL_TESTS=1 to skip model tests"
+            "real-model test needs {shown} (SmolLM2-135M-Instruct.Q4_1.gguf, 98362432 bytes); \
+             run `lpuc fetch`, or set LPUC_SKIP_MODEL_TESTS=1 to skip model tests"
         );
     }
-    Some(GgufFile::open(path).unwrap_or_else(|e| panic!("{MODEL}: {e}")))
+    Some(GgufFile::open(&path).unwrap_or_else(|e| panic!("{shown}: {e}")))
 }
 
 #[test]

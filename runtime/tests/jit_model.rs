@@ -45,7 +45,7 @@ fn model() -> Option<PathBuf> {
     }
     if std::env::var("LPUC_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
         eprintln!(
-            "skipping: {} missing and LPUC_SKIP_MODEL_TESTS=1",
+            "skipped: {} missing and LPUC_SKIP_MODEL_TESTS=1",
             p.display()
         );
         return None;

@@ -57,7 +57,7 @@ pub fn smollm2() -> Option<&'static Tokenizer> {
         if !path.exists() {
             if std::env::var("LPUC_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
                 eprintln!(
-                    "skipping: {} missing and LPUC_SKIP_MODEL_TESTS=1",
+                    "skipped: {} missing and LPUC_SKIP_MODEL_TESTS=1",
                     path.display()
                 );
                 return None;
