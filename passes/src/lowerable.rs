@@ -37,6 +37,8 @@ pub struct NotLowerable {
     pub num: Option<usize>,
     pub op: &'static str,
     pub msg: String,
+    /// The pass that would have removed the op, when one would.
+    pub pass: Option<&'static str>,
     /// How many other ops are refused, and the passes their refusals name (in order of
     /// first appearance), so one error tells the whole story of a short pipeline.
     pub more: usize,
@@ -63,30 +65,53 @@ impl fmt::Display for NotLowerable {
     }
 }
 
-/// The pass a refusal names (`… (pass NAME)` or `(pass NAME, then …)`).
-fn named_pass(msg: &str) -> Option<&str> {
-    let i = msg.rfind("(pass ")?;
-    let rest = &msg[i + 6..];
-    let end = rest.find([',', ')', ' ']).unwrap_or(rest.len());
-    Some(&rest[..end])
-}
-
 impl std::error::Error for NotLowerable {}
 
-/// What a backend says about an op it refuses: the reason and the pass that fixes it.
-fn refusal(g: &Graph, v: Value, t: TargetKind) -> Option<String> {
+/// What a backend says about an op it refuses: the reason, and the pass that fixes it
+/// (also kept as data, for the summary of a whole pipeline's gaps).
+struct Refusal {
+    why: String,
+    pass: Option<&'static str>,
+    /// What to run after the pass, if anything (`then dce`).
+    then: Option<&'static str>,
+}
+
+impl Refusal {
+    fn text(&self) -> String {
+        match (self.pass, self.then) {
+            (Some(p), Some(t)) => format!("{} (pass {p}, then {t})", self.why),
+            (Some(p), None) => format!("{} (pass {p})", self.why),
+            (None, _) => self.why.clone(),
+        }
+    }
+}
+
+fn refusal(g: &Graph, v: Value, t: TargetKind) -> Option<Refusal> {
     let op = g.op(v);
     let is_weight = |i: usize| {
         g.operand(v, i)
             .is_some_and(|w| matches!(g.op(w), Op::Weight { .. }))
     };
+    let by = |pass: &'static str, why: String| Refusal {
+        why,
+        pass: Some(pass),
+        then: None,
+    };
     let attention = |what: &str| {
-        format!("the {t} backend takes attention only as flash_attention, not {what} (pass flash-attention)")
+        by(
+            "flash-attention",
+            format!("the {t} backend takes attention only as flash_attention, not {what}"),
+        )
+    };
+    let plain = |why: String| Refusal {
+        why,
+        pass: None,
+        then: None,
     };
     match op {
-        Op::Input { name } if name != "tokens" => Some(format!(
+        Op::Input { name } if name != "tokens" => Some(plain(format!(
             "the {t} backend binds only the input \"tokens\", not \"{name}\""
-        )),
+        ))),
         Op::Input { .. }
         | Op::Weight { .. }
         | Op::Output { .. }
@@ -104,7 +129,7 @@ fn refusal(g: &Graph, v: Value, t: TargetKind) -> Option<String> {
             let unfolded =
                 g.operands(v).len() == 1 && g.users(v).iter().any(|u| matches!(g.op(*u), Op::Mul));
             unfolded.then(|| {
-                format!("the {t} backend takes rms_norm with its scale folded in, not followed by tensor.mul (pass fold-rms-norm-scale)")
+                by("fold-rms-norm-scale", format!("the {t} backend takes rms_norm with its scale folded in, not followed by tensor.mul"))
             })
         }
         Op::Transpose { perm } => {
@@ -118,42 +143,53 @@ fn refusal(g: &Graph, v: Value, t: TargetKind) -> Option<String> {
             if is_weight(1) {
                 match t {
                     TargetKind::Groq => None,
-                    TargetKind::Cpu => Some(format!(
+                    TargetKind::Cpu => Some(plain(format!(
                         "the cpu backend has no kernel for a matmul with a {} weight (only block-quantized weights, as tensor.qmatmul)",
                         g.operand(v, 1).map(|w| g.ty(w).dtype.to_string()).unwrap_or_default()
-                    )),
+                    ))),
                 }
             } else if g
                 .operand(v, 1)
                 .is_some_and(|w| matches!(g.op(w), Op::Dequant))
             {
-                Some(format!(
-                    "the {t} backend takes weights packed, as tensor.qmatmul, not matmul(x, dequant(w)) (pass fuse-int4-dequant)"
-                ))
+                Some(by("fuse-int4-dequant", format!(
+                    "the {t} backend takes weights packed, as tensor.qmatmul, not matmul(x, dequant(w))"
+                )))
             } else {
                 Some(attention("a matmul of two activations"))
             }
         }
-        Op::Dequant => Some(format!(
-            "the {t} backend never expands weights to f32 (pass fuse-int4-dequant, then dce)"
-        )),
+        Op::Dequant => Some(Refusal {
+            then: Some("dce"),
+            ..by(
+                "fuse-int4-dequant",
+                format!("the {t} backend never expands weights to f32"),
+            )
+        }),
         Op::Softmax | Op::Scale { .. } | Op::CausalMask | Op::RepeatKv { .. } => {
             Some(attention(op.name()))
         }
-        Op::Silu => Some(format!(
-            "the {t} backend takes silu only inside swiglu (pass fuse-swiglu)"
+        Op::Silu => Some(by(
+            "fuse-swiglu",
+            format!("the {t} backend takes silu only inside swiglu"),
         )),
         Op::Mul => {
             // Name the pass that would have taken this mul: the one its operands point at.
             let feeds = |want: fn(&Op) -> bool| g.operands(v).iter().any(|o| want(g.op(*o)));
             Some(if feeds(|o| matches!(o, Op::Silu)) {
-                format!("the {t} backend takes silu·b only as swiglu (pass fuse-swiglu)")
-            } else if feeds(|o| matches!(o, Op::RmsNorm { .. })) {
-                format!("the {t} backend takes rms_norm(x)·w only with the scale folded in (pass fold-rms-norm-scale)")
-            } else {
-                format!(
-                    "the {t} backend takes tensor.mul only as swiglu or as an rms_norm scale (passes fuse-swiglu, fold-rms-norm-scale)"
+                by(
+                    "fuse-swiglu",
+                    format!("the {t} backend takes silu·b only as swiglu"),
                 )
+            } else if feeds(|o| matches!(o, Op::RmsNorm { .. })) {
+                by(
+                    "fold-rms-norm-scale",
+                    format!("the {t} backend takes rms_norm(x)·w only with the scale folded in"),
+                )
+            } else {
+                plain(format!(
+                    "the {t} backend takes tensor.mul only as swiglu or as an rms_norm scale (passes fuse-swiglu, fold-rms-norm-scale)"
+                ))
             })
         }
     }
@@ -165,11 +201,12 @@ pub fn refusals(g: &Graph, t: TargetKind) -> Vec<NotLowerable> {
     g.sorted_values()
         .into_iter()
         .filter_map(|v| {
-            refusal(g, v, t).map(|msg| NotLowerable {
+            refusal(g, v, t).map(|r| NotLowerable {
                 value: Some(v),
                 num: num.get(&v).copied(),
                 op: g.op(v).name(),
-                msg,
+                msg: r.text(),
+                pass: r.pass,
                 more: 0,
                 also_missing: vec![],
             })
@@ -185,12 +222,9 @@ pub fn check(g: &Graph, t: TargetKind) -> Result<(), NotLowerable> {
     if let Some(first) = all.first() {
         let mut e = first.clone();
         e.more = all.len() - 1;
-        let own = named_pass(&first.msg);
-        for r in &all[1..] {
-            if let Some(p) = named_pass(&r.msg) {
-                if Some(p) != own && !e.also_missing.iter().any(|x| x == p) {
-                    e.also_missing.push(p.to_string());
-                }
+        for p in all[1..].iter().filter_map(|r| r.pass) {
+            if Some(p) != first.pass && !e.also_missing.iter().any(|x| x == p) {
+                e.also_missing.push(p.to_string());
             }
         }
         return Err(e);
@@ -205,6 +239,7 @@ pub fn check(g: &Graph, t: TargetKind) -> Result<(), NotLowerable> {
                     "the cpu backend needs the `{}` phase (pass {pass}): {m}",
                     ph.name()
                 ),
+                pass: Some(pass),
                 more: 0,
                 also_missing: vec![],
             })?;
