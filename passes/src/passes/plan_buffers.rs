@@ -229,31 +229,32 @@ fn aliases_of(g: &Graph, v: Value) -> Vec<Value> {
 /// it (valid: its only non-weight operand is already computed there), so a backend runs
 /// them as one section.
 fn group_siblings(g: &Graph, order: Vec<Value>) -> Vec<Value> {
+    // The qmatmuls of each activation, in schedule order (weights are their only other
+    // operands, so any of them may run as soon as the first one can).
+    let mut siblings: HashMap<Value, Vec<Value>> = HashMap::new();
+    for &v in &order {
+        let weight_only = g
+            .operands(v)
+            .iter()
+            .skip(1)
+            .all(|o| matches!(g.op(*o), Op::Weight { .. }));
+        if let (Op::QMatmul, true, Some(x)) = (g.op(v), weight_only, g.operand(v, 0)) {
+            siblings.entry(x).or_default().push(v);
+        }
+    }
     let mut placed: HashSet<Value> = HashSet::new();
     let mut out = Vec::with_capacity(order.len());
-    let member: HashSet<Value> = order.iter().copied().collect();
-    for v in &order {
-        if placed.contains(v) {
+    for v in order {
+        if !placed.insert(v) {
             continue;
         }
-        out.push(*v);
-        placed.insert(*v);
-        if !matches!(g.op(*v), Op::QMatmul) {
-            continue;
-        }
-        let Some(x) = g.operand(*v, 0) else { continue };
-        for u in &order {
-            if placed.contains(u) || !member.contains(u) || !matches!(g.op(*u), Op::QMatmul) {
-                continue;
-            }
-            let weight_only = g
-                .operands(*u)
-                .iter()
-                .skip(1)
-                .all(|o| matches!(g.op(*o), Op::Weight { .. }));
-            if g.operand(*u, 0) == Some(x) && weight_only {
-                out.push(*u);
-                placed.insert(*u);
+        out.push(v);
+        let group = g.operand(v, 0).and_then(|x| siblings.get(&x));
+        if let Some(group) = group.filter(|gr| gr.first() == Some(&v)) {
+            for &u in &group[1..] {
+                if placed.insert(u) {
+                    out.push(u);
+                }
             }
         }
     }
