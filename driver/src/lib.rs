@@ -120,11 +120,10 @@ pub fn jit<'w>(
     weights: &'w lpuc_ir::import::GgufWeights,
     threads: usize,
     ubatch: u64,
-    isa: Option<&str>,
+    host: lpuc_codegen::Host,
     o: &PipelineOptions,
     log: &mut dyn Write,
 ) -> Result<(lpuc_runtime::jit::JitForward<'w>, Lowered), DriverError> {
-    let host = lpuc_codegen::Host::select(isa).map_err(DriverError::Backend)?;
     let l = lower_cpu(g, ubatch, o, log)?;
     let j = jit_from(&l, weights, threads, host)?;
     Ok((j, l))
@@ -149,7 +148,8 @@ pub fn jit_store<'w>(
     threads: usize,
     o: &PipelineOptions,
 ) -> Result<lpuc_runtime::jit::JitForward<'w>, DriverError> {
-    jit_store_on(g, weights, threads, lpuc_codegen::Host::detect(), o)
+    let host = lpuc_codegen::Host::select(None).map_err(DriverError::Backend)?;
+    jit_store_on(g, weights, threads, host, o)
 }
 
 /// [`jit_store`] at an explicit kernel tier (tests run every tier the host can execute).

@@ -24,7 +24,7 @@ fn jit<'w>(g: &lpuc_ir::Graph, w: &'w GgufWeights) -> JitForward<'w> {
         w,
         2,
         lpuc_driver::DEFAULT_UBATCH,
-        None,
+        lpuc_codegen::Host::select(None).unwrap(),
         &o,
         &mut std::io::sink(),
     )

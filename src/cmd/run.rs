@@ -111,9 +111,10 @@ pub fn run(mut a: Args) -> super::CliResult {
     }
     // A tier asked for (`--isa`, `$LPUC_ISA`) that this CPU cannot run is an error, not a
     // reason to fall back to the interpreter.
-    if a.backend != Some(Backend::Interp) {
-        lpuc_codegen::Host::select(a.isa.as_deref()).map_err(anyhow::Error::msg)?;
-    }
+    let host = match a.backend {
+        Some(Backend::Interp) => None,
+        _ => Some(lpuc_codegen::Host::select(a.isa.as_deref()).map_err(anyhow::Error::msg)?),
+    };
     if let Some(t) = a.threads {
         let (t, warn) = limits::check_threads("-t", t, limits::cores())?;
         if let Some(w) = warn {
@@ -159,18 +160,19 @@ pub fn run(mut a: Args) -> super::CliResult {
             .map_err(anyhow::Error::msg)?;
     }
     // The oracle runs the graph as written, or after `--passes=` when given.
-    let interp_graph = match &a.pipe.passes {
+    let passed = match &a.pipe.passes {
         Some(_) if a.backend == Some(Backend::Interp) => {
             let mut g = model.graph.clone();
             lpuc_driver::pass_manager(lpuc_passes::TargetKind::Cpu, &a.pipe.options())?
                 .run(&mut g, &mut std::io::stderr())?;
-            g
+            Some(g)
         }
-        _ => model.graph.clone(),
+        _ => None,
     };
+    let interp_graph = passed.as_ref().unwrap_or(&model.graph);
     let interp = || -> Result<Box<dyn Forward + '_>, anyhow::Error> {
         Ok(Box::new(
-            InterpForward::new(&interp_graph, &model.weights).map_err(anyhow::Error::msg)?,
+            InterpForward::new(interp_graph, &model.weights).map_err(anyhow::Error::msg)?,
         ))
     };
     let opts = a.pipe.options();
@@ -180,7 +182,7 @@ pub fn run(mut a: Args) -> super::CliResult {
             &model.weights,
             a.threads.unwrap_or_else(lpuc_runtime::jit::default_threads),
             a.ubatch,
-            a.isa.as_deref(),
+            host.clone().expect("selected unless --backend interp"),
             &opts,
             &mut std::io::stderr(),
         )

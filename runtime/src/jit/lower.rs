@@ -494,7 +494,7 @@ impl<'g> Lower<'g> {
         Ok(V::A(out))
     }
 
-    fn cache(&mut self, v: Value, cache: &str, kvh: usize, d: usize) -> Result<usize, String> {
+    fn cache(&mut self, cache: &str, kvh: usize, d: usize) -> Result<usize, String> {
         let st = self.g.state(cache).ok_or("undeclared state")?;
         if st.ty.shape != vec![Dim::B, Dim::c(kvh as u64), Dim::P, Dim::c(d as u64)]
             || !matches!(st.ty.dtype, DType::F32 | DType::F16)
@@ -504,7 +504,6 @@ impl<'g> Lower<'g> {
                 st.ty
             ));
         }
-        let _ = v;
         self.p.caches.push(CacheDef {
             name: cache.to_string(),
             kvh,
@@ -621,7 +620,7 @@ impl<'g> Lower<'g> {
                 let V::Heads(src, kvh, d) = self.val(ops[0])? else {
                     return Err("kv_append expects the [B, KVH, S, D] view of a projection".into());
                 };
-                let ci = self.cache(v, &cache, kvh, d)?;
+                let ci = self.cache(&cache, kvh, d)?;
                 let tiled = match g.node(v).annot.get("mem.layout") {
                     Some(Attr::Ident(l)) if l == "k_tiles16" => true,
                     None => false,
