@@ -21,6 +21,22 @@ use lpuc_ir::dtype::DType;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// The host at every kernel tier it can execute (the others are reported as skipped).
+fn hosts() -> Vec<Host> {
+    let f = lpuc_host::Features::detect();
+    Tier::ALL
+        .into_iter()
+        .filter(|t| {
+            let ok = t.runs_on(&f);
+            if !ok {
+                eprintln!("skipped: tier {}: this host cannot execute it", t.name());
+            }
+            ok
+        })
+        .map(Host::at)
+        .collect()
+}
+
 fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }
@@ -230,65 +246,66 @@ type Bin = extern "C" fn(*const f32, *const f32, *mut f32, i64, i64);
 
 #[test]
 fn elementwise_kernels() {
-    let host = Host::detect();
-    let d = 96;
-    let specs = [
-        KernelSpec::RmsNorm {
-            d,
-            eps: 1e-5,
-            scaled: true,
-        },
-        KernelSpec::RmsNorm {
-            d,
-            eps: 1e-5,
-            scaled: false,
-        },
-        KernelSpec::SwiGlu,
-        KernelSpec::Add,
-    ];
-    let syms: Vec<String> = specs.iter().map(|s| s.symbol()).collect();
-    let k = load(&module_for(&specs), &host, &syms).unwrap();
-    let mut r = rng(11);
-    let rows = 5;
-    let x = randv(&mut r, rows * d, 3.0);
-    let w = randv(&mut r, d, 1.5);
-    for (si, scaled) in [(0, true), (1, false)] {
-        let f: Rms = unsafe { std::mem::transmute(k.addr(&syms[si])) };
-        let mut y = vec![0f32; rows * d];
-        f(x.as_ptr(), w.as_ptr(), y.as_mut_ptr(), 0, rows as i64);
-        let mut want = vec![0f32; rows * d];
-        for rr in 0..rows {
-            let row = &x[rr * d..(rr + 1) * d];
-            let ms = row
-                .iter()
-                .map(|&a| f64::from(a) * f64::from(a))
-                .sum::<f64>()
-                / d as f64;
-            let inv = 1.0 / (ms + 1e-5f64).sqrt();
-            for j in 0..d {
-                let s = if scaled { f64::from(w[j]) } else { 1.0 };
-                want[rr * d + j] = (f64::from(row[j]) * inv * s) as f32;
+    for host in hosts() {
+        let d = 96;
+        let specs = [
+            KernelSpec::RmsNorm {
+                d,
+                eps: 1e-5,
+                scaled: true,
+            },
+            KernelSpec::RmsNorm {
+                d,
+                eps: 1e-5,
+                scaled: false,
+            },
+            KernelSpec::SwiGlu,
+            KernelSpec::Add,
+        ];
+        let syms: Vec<String> = specs.iter().map(|s| s.symbol()).collect();
+        let k = load(&module_for(&specs), &host, &syms).unwrap();
+        let mut r = rng(11);
+        let rows = 5;
+        let x = randv(&mut r, rows * d, 3.0);
+        let w = randv(&mut r, d, 1.5);
+        for (si, scaled) in [(0, true), (1, false)] {
+            let f: Rms = unsafe { std::mem::transmute(k.addr(&syms[si])) };
+            let mut y = vec![0f32; rows * d];
+            f(x.as_ptr(), w.as_ptr(), y.as_mut_ptr(), 0, rows as i64);
+            let mut want = vec![0f32; rows * d];
+            for rr in 0..rows {
+                let row = &x[rr * d..(rr + 1) * d];
+                let ms = row
+                    .iter()
+                    .map(|&a| f64::from(a) * f64::from(a))
+                    .sum::<f64>()
+                    / d as f64;
+                let inv = 1.0 / (ms + 1e-5f64).sqrt();
+                for j in 0..d {
+                    let s = if scaled { f64::from(w[j]) } else { 1.0 };
+                    want[rr * d + j] = (f64::from(row[j]) * inv * s) as f32;
+                }
             }
+            close(&y, &want, 1e-5, "rms_norm");
         }
-        close(&y, &want, 1e-5, "rms_norm");
-    }
-    let a = randv(&mut r, 1000, 20.0);
-    let b = randv(&mut r, 1000, 2.0);
-    let sw: Bin = unsafe { std::mem::transmute(k.addr(&syms[2])) };
-    let mut y = vec![0f32; 1000];
-    sw(a.as_ptr(), b.as_ptr(), y.as_mut_ptr(), 0, 1000);
-    for i in 0..1000 {
-        let want = lpuc_ir::interp::silu(a[i]) * b[i];
-        assert!(
-            (y[i] - want).abs() <= 1e-5 * want.abs().max(1.0),
-            "swiglu {i}: {} vs {want}",
-            y[i]
-        );
-    }
-    let add: Bin = unsafe { std::mem::transmute(k.addr(&syms[3])) };
-    add(a.as_ptr(), b.as_ptr(), y.as_mut_ptr(), 10, 990);
-    for i in 10..990 {
-        assert_eq!(y[i], a[i] + b[i]);
+        let a = randv(&mut r, 1000, 20.0);
+        let b = randv(&mut r, 1000, 2.0);
+        let sw: Bin = unsafe { std::mem::transmute(k.addr(&syms[2])) };
+        let mut y = vec![0f32; 1000];
+        sw(a.as_ptr(), b.as_ptr(), y.as_mut_ptr(), 0, 1000);
+        for i in 0..1000 {
+            let want = lpuc_ir::interp::silu(a[i]) * b[i];
+            assert!(
+                (y[i] - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "swiglu {i}: {} vs {want}",
+                y[i]
+            );
+        }
+        let add: Bin = unsafe { std::mem::transmute(k.addr(&syms[3])) };
+        add(a.as_ptr(), b.as_ptr(), y.as_mut_ptr(), 10, 990);
+        for i in 10..990 {
+            assert_eq!(y[i], a[i] + b[i]);
+        }
     }
 }
 
@@ -297,46 +314,47 @@ type Rope = extern "C" fn(*const f32, *mut f32, *const f32, i64);
 
 #[test]
 fn rope_matches_interpreter_formula() {
-    let host = Host::detect();
-    let (heads, hd, dims, theta) = (3usize, 16usize, 12u32, 10000f32);
-    for neox in [false, true] {
-        let specs = [
-            KernelSpec::RopeTable { dims, theta },
-            KernelSpec::Rope {
-                heads,
-                hd,
-                dims,
-                neox,
-            },
-        ];
-        let syms: Vec<String> = specs.iter().map(|s| s.symbol()).collect();
-        let k = load(&module_for(&specs), &host, &syms).unwrap();
-        let tabf: RopeTab = unsafe { std::mem::transmute(k.addr(&syms[0])) };
-        let ropef: Rope = unsafe { std::mem::transmute(k.addr(&syms[1])) };
-        let (s, p) = (5usize, 1000i64);
-        let mut tab = vec![0f32; s * dims as usize];
-        tabf(tab.as_mut_ptr(), s as i64, p);
-        let x = randv(&mut rng(12), s * heads * hd, 2.0);
-        let mut y = x.clone();
-        ropef(y.as_ptr(), y.as_mut_ptr(), tab.as_ptr(), s as i64); // in place
-        let half = dims as usize / 2;
-        let mut want = x.clone();
-        for (ri, row) in want.chunks_mut(hd).enumerate() {
-            let pos = (p as usize + ri / heads) as f64;
-            for i in 0..half {
-                let freq = f64::from(theta).powf(-2.0 * i as f64 / f64::from(dims));
-                let (sn, cs) = (pos * freq).sin_cos();
-                let (i0, i1) = if neox {
-                    (i, i + half)
-                } else {
-                    (2 * i, 2 * i + 1)
-                };
-                let (x0, x1) = (f64::from(row[i0]), f64::from(row[i1]));
-                row[i0] = (x0 * cs - x1 * sn) as f32;
-                row[i1] = (x0 * sn + x1 * cs) as f32;
+    for host in hosts() {
+        let (heads, hd, dims, theta) = (3usize, 16usize, 12u32, 10000f32);
+        for neox in [false, true] {
+            let specs = [
+                KernelSpec::RopeTable { dims, theta },
+                KernelSpec::Rope {
+                    heads,
+                    hd,
+                    dims,
+                    neox,
+                },
+            ];
+            let syms: Vec<String> = specs.iter().map(|s| s.symbol()).collect();
+            let k = load(&module_for(&specs), &host, &syms).unwrap();
+            let tabf: RopeTab = unsafe { std::mem::transmute(k.addr(&syms[0])) };
+            let ropef: Rope = unsafe { std::mem::transmute(k.addr(&syms[1])) };
+            let (s, p) = (5usize, 1000i64);
+            let mut tab = vec![0f32; s * dims as usize];
+            tabf(tab.as_mut_ptr(), s as i64, p);
+            let x = randv(&mut rng(12), s * heads * hd, 2.0);
+            let mut y = x.clone();
+            ropef(y.as_ptr(), y.as_mut_ptr(), tab.as_ptr(), s as i64); // in place
+            let half = dims as usize / 2;
+            let mut want = x.clone();
+            for (ri, row) in want.chunks_mut(hd).enumerate() {
+                let pos = (p as usize + ri / heads) as f64;
+                for i in 0..half {
+                    let freq = f64::from(theta).powf(-2.0 * i as f64 / f64::from(dims));
+                    let (sn, cs) = (pos * freq).sin_cos();
+                    let (i0, i1) = if neox {
+                        (i, i + half)
+                    } else {
+                        (2 * i, 2 * i + 1)
+                    };
+                    let (x0, x1) = (f64::from(row[i0]), f64::from(row[i1]));
+                    row[i0] = (x0 * cs - x1 * sn) as f32;
+                    row[i1] = (x0 * sn + x1 * cs) as f32;
+                }
             }
+            close(&y, &want, 1e-6, "rope");
         }
-        close(&y, &want, 1e-6, "rope");
     }
 }
 
@@ -381,128 +399,131 @@ type Attn = extern "C" fn(*const f32, *const f32, *const f32, *mut f32, i64, i64
 
 #[test]
 fn kv_append_and_flash_attention_match_reference() {
-    let host = Host::detect();
-    let (h, kvh, d, cap) = (6usize, 2usize, 16usize, 200usize);
-    for (block, s, p) in [(8usize, 1usize, 37usize), (16, 23, 0), (4, 9, 50)] {
-        let specs = [
-            KernelSpec::KvAppend {
-                kvh,
-                d,
-                transposed: false,
-                f16: false,
-            },
-            KernelSpec::KvAppend {
-                kvh,
-                d,
-                transposed: true,
-                f16: false,
-            },
-            KernelSpec::Attention {
-                h,
-                kvh,
-                d,
-                block,
-                scale: 0.25,
-                k_f16: false,
-                v_f16: false,
-            },
-        ];
-        let syms: Vec<String> = specs.iter().map(|s| s.symbol()).collect();
-        let k = load(&module_for(&specs), &host, &syms).unwrap();
-        let app: KvApp = unsafe { std::mem::transmute(k.addr(&syms[0])) };
-        let app_t: KvApp = unsafe { std::mem::transmute(k.addr(&syms[1])) };
-        let att: Attn = unsafe { std::mem::transmute(k.addr(&syms[2])) };
-        let mut r = rng(13 + s as u64);
-        let t = p + s;
-        // Full K/V in [kvh, t, d]; the first p rows are "already cached".
-        let kf = randv(&mut r, kvh * t * d, 2.0);
-        let vf = randv(&mut r, kvh * t * d, 2.0);
-        // K in transposed 16-key tiles, V [kvh, cap, d]. Stale garbage past the live keys
-        // must not matter.
-        let mut kc = vec![1e30f32; kvh * cap.div_ceil(16) * 16 * d];
-        let kt = |hh: usize, j: usize, dd: usize| {
-            lpuc_codegen::kernels::k_tile_offset(hh, j, dd, d, cap)
-        };
-        let mut vc = vec![0f32; kvh * cap * d];
-        for hh in 0..kvh {
-            for j in 0..p {
-                for dd in 0..d {
-                    kc[kt(hh, j, dd)] = kf[(hh * t + j) * d + dd];
-                }
-                vc[(hh * cap + j) * d..][..d].copy_from_slice(&vf[(hh * t + j) * d..][..d]);
-            }
-        }
-        // New rows come in [s, kvh, d].
-        let mut knew = vec![0f32; s * kvh * d];
-        let mut vnew = vec![0f32; s * kvh * d];
-        for i in 0..s {
+    for host in hosts() {
+        let (h, kvh, d, cap) = (6usize, 2usize, 16usize, 200usize);
+        for (block, s, p) in [(8usize, 1usize, 37usize), (16, 23, 0), (4, 9, 50)] {
+            let specs = [
+                KernelSpec::KvAppend {
+                    kvh,
+                    d,
+                    transposed: false,
+                    f16: false,
+                },
+                KernelSpec::KvAppend {
+                    kvh,
+                    d,
+                    transposed: true,
+                    f16: false,
+                },
+                KernelSpec::Attention {
+                    h,
+                    kvh,
+                    d,
+                    block,
+                    scale: 0.25,
+                    k_f16: false,
+                    v_f16: false,
+                },
+            ];
+            let syms: Vec<String> = specs.iter().map(|s| s.symbol()).collect();
+            let k = load(&module_for(&specs), &host, &syms).unwrap();
+            let app: KvApp = unsafe { std::mem::transmute(k.addr(&syms[0])) };
+            let app_t: KvApp = unsafe { std::mem::transmute(k.addr(&syms[1])) };
+            let att: Attn = unsafe { std::mem::transmute(k.addr(&syms[2])) };
+            let mut r = rng(13 + s as u64);
+            let t = p + s;
+            // Full K/V in [kvh, t, d]; the first p rows are "already cached".
+            let kf = randv(&mut r, kvh * t * d, 2.0);
+            let vf = randv(&mut r, kvh * t * d, 2.0);
+            // K in transposed 16-key tiles, V [kvh, cap, d]. Stale garbage past the live keys
+            // must not matter.
+            let mut kc = vec![1e30f32; kvh * cap.div_ceil(16) * 16 * d];
+            let kt = |hh: usize, j: usize, dd: usize| {
+                lpuc_codegen::kernels::k_tile_offset(hh, j, dd, d, cap)
+            };
+            let mut vc = vec![0f32; kvh * cap * d];
             for hh in 0..kvh {
-                knew[(i * kvh + hh) * d..][..d].copy_from_slice(&kf[(hh * t + p + i) * d..][..d]);
-                vnew[(i * kvh + hh) * d..][..d].copy_from_slice(&vf[(hh * t + p + i) * d..][..d]);
-            }
-        }
-        app_t(
-            knew.as_ptr(),
-            kc.as_mut_ptr(),
-            s as i64,
-            p as i64,
-            cap as i64,
-        );
-        app(
-            vnew.as_ptr(),
-            vc.as_mut_ptr(),
-            s as i64,
-            p as i64,
-            cap as i64,
-        );
-        for hh in 0..kvh {
-            assert_eq!(
-                &vc[hh * cap * d..][..t * d],
-                &vf[hh * t * d..][..t * d],
-                "kv_append"
-            );
-            for j in 0..t {
-                for dd in 0..d {
-                    assert_eq!(
-                        kc[kt(hh, j, dd)],
-                        kf[(hh * t + j) * d + dd],
-                        "transposed kv_append"
-                    );
+                for j in 0..p {
+                    for dd in 0..d {
+                        kc[kt(hh, j, dd)] = kf[(hh * t + j) * d + dd];
+                    }
+                    vc[(hh * cap + j) * d..][..d].copy_from_slice(&vf[(hh * t + j) * d..][..d]);
                 }
             }
+            // New rows come in [s, kvh, d].
+            let mut knew = vec![0f32; s * kvh * d];
+            let mut vnew = vec![0f32; s * kvh * d];
+            for i in 0..s {
+                for hh in 0..kvh {
+                    knew[(i * kvh + hh) * d..][..d]
+                        .copy_from_slice(&kf[(hh * t + p + i) * d..][..d]);
+                    vnew[(i * kvh + hh) * d..][..d]
+                        .copy_from_slice(&vf[(hh * t + p + i) * d..][..d]);
+                }
+            }
+            app_t(
+                knew.as_ptr(),
+                kc.as_mut_ptr(),
+                s as i64,
+                p as i64,
+                cap as i64,
+            );
+            app(
+                vnew.as_ptr(),
+                vc.as_mut_ptr(),
+                s as i64,
+                p as i64,
+                cap as i64,
+            );
+            for hh in 0..kvh {
+                assert_eq!(
+                    &vc[hh * cap * d..][..t * d],
+                    &vf[hh * t * d..][..t * d],
+                    "kv_append"
+                );
+                for j in 0..t {
+                    for dd in 0..d {
+                        assert_eq!(
+                            kc[kt(hh, j, dd)],
+                            kf[(hh * t + j) * d + dd],
+                            "transposed kv_append"
+                        );
+                    }
+                }
+            }
+            let q = randv(&mut r, s * h * d, 2.0);
+            let mut o = vec![f32::NAN; s * h * d];
+            let rows = (h * s) as i64;
+            att(
+                q.as_ptr(),
+                kc.as_ptr(),
+                vc.as_ptr(),
+                o.as_mut_ptr(),
+                s as i64,
+                p as i64,
+                0,
+                rows / 2,
+                cap as i64,
+            );
+            att(
+                q.as_ptr(),
+                kc.as_ptr(),
+                vc.as_ptr(),
+                o.as_mut_ptr(),
+                s as i64,
+                p as i64,
+                rows / 2,
+                rows,
+                cap as i64,
+            );
+            let want = reference_attention(&q, &kf, &vf, h, kvh, s, t, d, 0.25);
+            close(
+                &o,
+                &want,
+                1e-5,
+                &format!("attention block={block} s={s} p={p}"),
+            );
         }
-        let q = randv(&mut r, s * h * d, 2.0);
-        let mut o = vec![f32::NAN; s * h * d];
-        let rows = (h * s) as i64;
-        att(
-            q.as_ptr(),
-            kc.as_ptr(),
-            vc.as_ptr(),
-            o.as_mut_ptr(),
-            s as i64,
-            p as i64,
-            0,
-            rows / 2,
-            cap as i64,
-        );
-        att(
-            q.as_ptr(),
-            kc.as_ptr(),
-            vc.as_ptr(),
-            o.as_mut_ptr(),
-            s as i64,
-            p as i64,
-            rows / 2,
-            rows,
-            cap as i64,
-        );
-        let want = reference_attention(&q, &kf, &vf, h, kvh, s, t, d, 0.25);
-        close(
-            &o,
-            &want,
-            1e-5,
-            &format!("attention block={block} s={s} p={p}"),
-        );
     }
 }
 
@@ -513,142 +534,145 @@ type AttnH = extern "C" fn(*const f32, *const u16, *const u16, *mut f32, i64, i6
 /// interpreter) does, and attention over it equals attention over the rounded values.
 #[test]
 fn f16_kv_cache_rounds_like_the_interpreter() {
-    let host = Host::detect();
-    let (h, kvh, d, cap, s) = (4usize, 2usize, 16usize, 40usize, 7usize);
-    let specs = [
-        KernelSpec::KvAppend {
-            kvh,
-            d,
-            transposed: false,
-            f16: true,
-        },
-        KernelSpec::KvAppend {
-            kvh,
-            d,
-            transposed: true,
-            f16: true,
-        },
-        KernelSpec::Attention {
-            h,
-            kvh,
-            d,
-            block: 16,
-            scale: 0.25,
-            k_f16: true,
-            v_f16: true,
-        },
-    ];
-    let syms: Vec<String> = specs.iter().map(|s| s.symbol()).collect();
-    let k = load(&module_for(&specs), &host, &syms).unwrap();
-    let app: KvAppH = unsafe { std::mem::transmute(k.addr(&syms[0])) };
-    let app_t: KvAppH = unsafe { std::mem::transmute(k.addr(&syms[1])) };
-    let att: AttnH = unsafe { std::mem::transmute(k.addr(&syms[2])) };
-    let mut r = rng(77);
-    let knew = randv(&mut r, s * kvh * d, 3.0);
-    let vnew = randv(&mut r, s * kvh * d, 3.0);
-    let mut kc = vec![0u16; kvh * cap.div_ceil(16) * 16 * d];
-    let mut vc = vec![0u16; kvh * cap * d];
-    app_t(knew.as_ptr(), kc.as_mut_ptr(), s as i64, 0, cap as i64);
-    app(vnew.as_ptr(), vc.as_mut_ptr(), s as i64, 0, cap as i64);
-    let round = |x: f32| half::f16::from_f32(x);
-    let (mut kf, mut vf) = (vec![0f32; kvh * s * d], vec![0f32; kvh * s * d]);
-    for i in 0..s {
-        for hh in 0..kvh {
-            for dd in 0..d {
-                let (kx, vx) = (knew[(i * kvh + hh) * d + dd], vnew[(i * kvh + hh) * d + dd]);
-                let kt = lpuc_codegen::kernels::k_tile_offset(hh, i, dd, d, cap);
-                assert_eq!(kc[kt], round(kx).to_bits(), "K bits at {hh},{i},{dd}");
-                assert_eq!(vc[(hh * cap + i) * d + dd], round(vx).to_bits(), "V bits");
-                kf[(hh * s + i) * d + dd] = round(kx).to_f32();
-                vf[(hh * s + i) * d + dd] = round(vx).to_f32();
+    for host in hosts() {
+        let (h, kvh, d, cap, s) = (4usize, 2usize, 16usize, 40usize, 7usize);
+        let specs = [
+            KernelSpec::KvAppend {
+                kvh,
+                d,
+                transposed: false,
+                f16: true,
+            },
+            KernelSpec::KvAppend {
+                kvh,
+                d,
+                transposed: true,
+                f16: true,
+            },
+            KernelSpec::Attention {
+                h,
+                kvh,
+                d,
+                block: 16,
+                scale: 0.25,
+                k_f16: true,
+                v_f16: true,
+            },
+        ];
+        let syms: Vec<String> = specs.iter().map(|s| s.symbol()).collect();
+        let k = load(&module_for(&specs), &host, &syms).unwrap();
+        let app: KvAppH = unsafe { std::mem::transmute(k.addr(&syms[0])) };
+        let app_t: KvAppH = unsafe { std::mem::transmute(k.addr(&syms[1])) };
+        let att: AttnH = unsafe { std::mem::transmute(k.addr(&syms[2])) };
+        let mut r = rng(77);
+        let knew = randv(&mut r, s * kvh * d, 3.0);
+        let vnew = randv(&mut r, s * kvh * d, 3.0);
+        let mut kc = vec![0u16; kvh * cap.div_ceil(16) * 16 * d];
+        let mut vc = vec![0u16; kvh * cap * d];
+        app_t(knew.as_ptr(), kc.as_mut_ptr(), s as i64, 0, cap as i64);
+        app(vnew.as_ptr(), vc.as_mut_ptr(), s as i64, 0, cap as i64);
+        let round = |x: f32| half::f16::from_f32(x);
+        let (mut kf, mut vf) = (vec![0f32; kvh * s * d], vec![0f32; kvh * s * d]);
+        for i in 0..s {
+            for hh in 0..kvh {
+                for dd in 0..d {
+                    let (kx, vx) = (knew[(i * kvh + hh) * d + dd], vnew[(i * kvh + hh) * d + dd]);
+                    let kt = lpuc_codegen::kernels::k_tile_offset(hh, i, dd, d, cap);
+                    assert_eq!(kc[kt], round(kx).to_bits(), "K bits at {hh},{i},{dd}");
+                    assert_eq!(vc[(hh * cap + i) * d + dd], round(vx).to_bits(), "V bits");
+                    kf[(hh * s + i) * d + dd] = round(kx).to_f32();
+                    vf[(hh * s + i) * d + dd] = round(vx).to_f32();
+                }
             }
         }
+        let q = randv(&mut r, s * h * d, 2.0);
+        let mut o = vec![f32::NAN; s * h * d];
+        att(
+            q.as_ptr(),
+            kc.as_ptr(),
+            vc.as_ptr(),
+            o.as_mut_ptr(),
+            s as i64,
+            0,
+            0,
+            (h * s) as i64,
+            cap as i64,
+        );
+        let want = reference_attention(&q, &kf, &vf, h, kvh, s, s, d, 0.25);
+        close(&o, &want, 1e-5, "attention over f16 caches");
     }
-    let q = randv(&mut r, s * h * d, 2.0);
-    let mut o = vec![f32::NAN; s * h * d];
-    att(
-        q.as_ptr(),
-        kc.as_ptr(),
-        vc.as_ptr(),
-        o.as_mut_ptr(),
-        s as i64,
-        0,
-        0,
-        (h * s) as i64,
-        cap as i64,
-    );
-    let want = reference_attention(&q, &kf, &vf, h, kvh, s, s, d, 0.25);
-    close(&o, &want, 1e-5, "attention over f16 caches");
 }
 
 type Emb = extern "C" fn(*const u8, *const i32, *mut f32, i64);
 
 #[test]
 fn embedding_q8_0_is_exact() {
-    let host = Host::detect();
-    let (v, d) = (20usize, 64usize);
-    let spec = KernelSpec::EmbedQ8 { d };
-    let k = load(
-        &module_for(std::slice::from_ref(&spec)),
-        &host,
-        &[spec.symbol()],
-    )
-    .unwrap();
-    let f: Emb = unsafe { std::mem::transmute(k.addr(&spec.symbol())) };
-    let tab = lpuc_ir::quant::quantize(DType::Q8_0, &randv(&mut rng(14), v * d, 1.0)).unwrap();
-    let full = lpuc_ir::quant::dequantize_to_vec(DType::Q8_0, &tab).unwrap();
-    let ids = [3i32, 0, 19, 3];
-    let mut out = vec![0f32; ids.len() * d];
-    f(
-        tab.as_ptr(),
-        ids.as_ptr(),
-        out.as_mut_ptr(),
-        ids.len() as i64,
-    );
-    for (i, &id) in ids.iter().enumerate() {
-        assert_eq!(
-            &out[i * d..(i + 1) * d],
-            &full[id as usize * d..(id as usize + 1) * d]
+    for host in hosts() {
+        let (v, d) = (20usize, 64usize);
+        let spec = KernelSpec::EmbedQ8 { d };
+        let k = load(
+            &module_for(std::slice::from_ref(&spec)),
+            &host,
+            &[spec.symbol()],
+        )
+        .unwrap();
+        let f: Emb = unsafe { std::mem::transmute(k.addr(&spec.symbol())) };
+        let tab = lpuc_ir::quant::quantize(DType::Q8_0, &randv(&mut rng(14), v * d, 1.0)).unwrap();
+        let full = lpuc_ir::quant::dequantize_to_vec(DType::Q8_0, &tab).unwrap();
+        let ids = [3i32, 0, 19, 3];
+        let mut out = vec![0f32; ids.len() * d];
+        f(
+            tab.as_ptr(),
+            ids.as_ptr(),
+            out.as_mut_ptr(),
+            ids.len() as i64,
         );
+        for (i, &id) in ids.iter().enumerate() {
+            assert_eq!(
+                &out[i * d..(i + 1) * d],
+                &full[id as usize * d..(id as usize + 1) * d]
+            );
+        }
+        let _ = f16::ZERO;
     }
-    let _ = f16::ZERO;
 }
 
 /// Exact ties: a block whose max is 127·d with d = 1 puts elements at k + 0.5 exactly, and
 /// the kernel must round them as the reference does (half away from zero), not to even.
 #[test]
 fn quantize_kernel_rounds_ties_like_the_reference() {
-    let host = Host::detect();
-    let k = 64;
-    let kq = KernelSpec::Quantize { k };
-    let kern = load(
-        &module_for(std::slice::from_ref(&kq)),
-        &host,
-        &[kq.symbol()],
-    )
-    .unwrap();
-    let qf: Quant = unsafe { std::mem::transmute(kern.addr(&kq.symbol())) };
-    let mut x = vec![0f32; k];
-    x[0] = 127.0;
-    let ties = [0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5];
-    x[1..1 + ties.len()].copy_from_slice(&ties);
-    // second block: max 127·0.5, ties at 0.25 (→ 0.5 after scaling)
-    x[32] = -63.5;
-    x[33] = 0.25;
-    x[34] = -0.75;
-    let (xq, dx, sx) = quant_rows(k, &x);
-    assert_eq!(&xq[1..1 + ties.len()], &[1, 2, 3, -1, -2, -3, 127, -127]);
-    assert_eq!(&xq[33..35], &[1, -2]);
-    let (mut q2, mut d2, mut s2) = (vec![0i8; k], vec![0f32; 2], vec![0f32; 2]);
-    qf(
-        x.as_ptr(),
-        q2.as_mut_ptr(),
-        d2.as_mut_ptr(),
-        s2.as_mut_ptr(),
-        0,
-        1,
-    );
-    assert_eq!(q2, xq, "quantized bytes on exact ties");
-    assert_eq!(d2, dx, "block scales");
-    assert_eq!(s2, sx, "block sums");
+    for host in hosts() {
+        let k = 64;
+        let kq = KernelSpec::Quantize { k };
+        let kern = load(
+            &module_for(std::slice::from_ref(&kq)),
+            &host,
+            &[kq.symbol()],
+        )
+        .unwrap();
+        let qf: Quant = unsafe { std::mem::transmute(kern.addr(&kq.symbol())) };
+        let mut x = vec![0f32; k];
+        x[0] = 127.0;
+        let ties = [0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5];
+        x[1..1 + ties.len()].copy_from_slice(&ties);
+        // second block: max 127·0.5, ties at 0.25 (→ 0.5 after scaling)
+        x[32] = -63.5;
+        x[33] = 0.25;
+        x[34] = -0.75;
+        let (xq, dx, sx) = quant_rows(k, &x);
+        assert_eq!(&xq[1..1 + ties.len()], &[1, 2, 3, -1, -2, -3, 127, -127]);
+        assert_eq!(&xq[33..35], &[1, -2]);
+        let (mut q2, mut d2, mut s2) = (vec![0i8; k], vec![0f32; 2], vec![0f32; 2]);
+        qf(
+            x.as_ptr(),
+            q2.as_mut_ptr(),
+            d2.as_mut_ptr(),
+            s2.as_mut_ptr(),
+            0,
+            1,
+        );
+        assert_eq!(q2, xq, "quantized bytes on exact ties");
+        assert_eq!(d2, dx, "block scales");
+        assert_eq!(s2, sx, "block sums");
+    }
 }
