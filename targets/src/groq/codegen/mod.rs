@@ -250,7 +250,22 @@ impl<'a> Gen<'a> {
         } else {
             self.alloc.act_group(self.fp, width, vectors, &[])
         };
-        let (slices, bank, addr) = got.ok_or_else(|| self.full(&name, u64::from(vectors)))?;
+        let at = got.ok_or_else(|| self.full(&name, u64::from(vectors)))?;
+        Ok(self.push_placed(name, kind, elem, rows, cols, at, vectors))
+    }
+
+    /// Declares a tensor held whole in one placement at `(slices, bank, addr)`.
+    #[allow(clippy::too_many_arguments)]
+    fn push_placed(
+        &mut self,
+        name: String,
+        kind: TensorKind,
+        elem: Elem,
+        rows: u32,
+        cols: u32,
+        (slices, bank, addr): (Vec<u16>, u8, u32),
+        vectors: u32,
+    ) -> u32 {
         let id = self.tensors.len() as u32;
         self.tensors.push(TensorDecl {
             name,
@@ -269,7 +284,7 @@ impl<'a> Gen<'a> {
                 vectors,
             }],
         });
-        Ok(id)
+        id
     }
 
     fn temp(&mut self, name: &str, elem: Elem, rows: u32, cols: u32) -> Result<u32, GenError> {

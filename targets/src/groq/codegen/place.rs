@@ -5,8 +5,8 @@
 //! copies a read operand to fresh slices, or stages a write and copies it into place
 //! afterwards) and retries, then hands the chain to the scheduler. Errors are `Result`s.
 
-use super::super::isa::{MemAt, Op, Region, VxmFn};
-use super::super::program::{Placement, TensorDecl, TensorKind};
+use super::super::isa::{Op, Region, VxmFn};
+use super::super::program::{TensorDecl, TensorKind};
 use super::super::sched::{self, Chain};
 use super::{Gen, GenError};
 
@@ -164,28 +164,18 @@ impl<'a> Gen<'a> {
         vectors: u32,
         avoid: &[u16],
     ) -> Option<u32> {
-        let (slices, bank, addr) =
-            self.alloc
-                .act_group(self.fp, like.elem.bytes() as usize, vectors, avoid)?;
-        let id = self.tensors.len() as u32;
-        self.tensors.push(TensorDecl {
-            name: format!("{}.{suffix}", like.name),
-            kind: TensorKind::Temp,
-            elem: like.elem,
+        let at = self
+            .alloc
+            .act_group(self.fp, like.elem.bytes() as usize, vectors, avoid)?;
+        Some(self.push_placed(
+            format!("{}.{suffix}", like.name),
+            TensorKind::Temp,
+            like.elem,
             rows,
             cols,
-            place: vec![Placement {
-                region: Region::rows(id, 0, rows, 0, cols),
-                at: MemAt {
-                    slices,
-                    bank,
-                    addr,
-                    partner: 0,
-                },
-                vectors,
-            }],
-        });
-        Some(id)
+            at,
+            vectors,
+        ))
     }
 
     /// Places a chain: repairs its self-conflicts (at most [`REPAIR_LIMIT`]), hands it to
